@@ -1,0 +1,70 @@
+{{/*
+The shared model catalog. Every chart reads `models:` through these helpers so
+that the model charts, the gateway and Open WebUI agree on names and filters.
+*/}}
+
+{{/* Port every model Service listens on. */}}
+{{- define "model-catalog.servicePort" -}}8080{{- end }}
+
+{{/* "ramalama" for a GGUF entry, "vllm" for any other. Argument: the entry. */}}
+{{- define "model-catalog.kind" -}}
+{{- if hasKey . "gguf" }}ramalama{{ else }}vllm{{ end -}}
+{{- end }}
+
+{{/*
+Enabled entries, optionally of one kind, as YAML `models: [...]`.
+Usage: (include "model-catalog.enabled" (dict "models" .Values.models "kind" "vllm") | fromYaml).models
+*/}}
+{{- define "model-catalog.enabled" -}}
+{{- $out := list }}
+{{- range $m := (.models | default list) }}
+{{- if and (ne (toString $m.enabled) "false") (or (not $.kind) (eq $.kind (include "model-catalog.kind" $m))) }}
+{{- $out = append $out $m }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "models" $out) }}
+{{- end }}
+
+{{/* A model's Service name: <kind>-<modelName>. Argument: the entry. */}}
+{{- define "model-catalog.serviceName" -}}
+{{- printf "%s-%s" (include "model-catalog.kind" .) .modelName | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Routing table of every enabled model, as YAML `routes: [...]`, each with
+name, aliases, kind, service, namespace and port.
+Argument: dict "models" LIST "namespace" DEFAULT_NAMESPACE.
+*/}}
+{{- define "model-catalog.routes" -}}
+{{- $routes := list }}
+{{- range $m := (include "model-catalog.enabled" (dict "models" .models) | fromYaml).models }}
+{{- $routes = append $routes (dict
+    "name" $m.modelName
+    "aliases" ($m.aliases | default list)
+    "kind" (include "model-catalog.kind" $m)
+    "service" (include "model-catalog.serviceName" $m)
+    "namespace" $.namespace
+    "port" (include "model-catalog.servicePort" $m | int)) }}
+{{- end }}
+{{- toYaml (dict "routes" $routes) }}
+{{- end }}
+
+{{/*
+Problems of the catalog as a whole, one line each (empty when fine): every
+name and alias of the enabled models must be unique, since the gateway routes
+on them. Argument: the models list.
+*/}}
+{{- define "model-catalog.validate" -}}
+{{- $seen := dict }}
+{{- range $i, $m := (. | default list) }}
+{{- if ne (toString $m.enabled) "false" }}
+{{- range $n := prepend ($m.aliases | default list) $m.modelName }}
+{{- if hasKey $seen $n }}
+models[{{ $i }}] ({{ $m.modelName }}): name or alias "{{ $n }}" is already used by {{ get $seen $n }}; every modelName and alias must be unique.
+{{- else }}
+{{- $_ := set $seen $n (printf "models[%d] (%s)" $i $m.modelName) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

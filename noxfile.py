@@ -1,0 +1,104 @@
+"""Sessions for chart maintainers. Plain `nox` runs the fast default set.
+
+    nox                 lint + unit (+ the sessions later issues add to the default set)
+    nox -s unit -- -k vllm     arguments after -- reach pytest
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import nox
+
+REPO = Path(__file__).resolve().parent
+TOOLS_BIN = Path(os.environ.get("LLM_CHARTS_TOOLS_DIR", REPO / ".tools")) / "bin"
+REQUIREMENTS = "tests/requirements.txt"
+LIBRARY_CHARTS = {"model-catalog"}
+
+nox.options.sessions = ["lint", "unit"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def _charts() -> list[Path]:
+    return sorted(p.parent for p in (REPO / "charts").glob("*/Chart.yaml"))
+
+
+def _app_charts() -> list[Path]:
+    return [c for c in _charts() if c.name not in LIBRARY_CHARTS]
+
+
+def _setup(session: nox.Session) -> dict[str, str]:
+    """Install the pinned Python deps and build the pinned Go tools; return the env to run with."""
+    session.install("-r", REQUIREMENTS)
+    session.run("python", "tools/bootstrap.py")
+    return {"PATH": f"{TOOLS_BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """Render tests: every chart and ci/*-values.yaml through Helm 3 and Helm 4, schemas, bad values."""
+    env = _setup(session)
+    session.run("python", "tools/sync_schemas.py", "--check")
+    session.run("pytest", "-c", "tests/pytest.ini", "tests/unit", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ct lint over all charts, yamllint on values/Chart files and rendered output, README tables."""
+    env = _setup(session)
+    ct_etc = REPO / ".tools" / "etc" / "ct"
+    session.run(
+        "ct", "lint", "--all", "--chart-dirs", "charts",
+        "--validate-maintainers=false", "--check-version-increment=false",
+        "--chart-yaml-schema", str(ct_etc / "chart_schema.yaml"),
+        "--lint-conf", str(ct_etc / "lintconf.yaml"),
+        external=True, env=env,
+    )
+    yaml_files = [str(p) for c in _charts() for p in
+                  [c / "Chart.yaml", *c.glob("values.yaml"), *sorted((c / "ci").glob("*.yaml"))]]
+    session.run("yamllint", "--strict", "-c", ".yamllint.yaml", "models.yaml", *yaml_files)
+    rendered = REPO / "build" / "rendered"
+    shutil.rmtree(rendered, ignore_errors=True)
+    rendered.mkdir(parents=True)
+    helm = str(TOOLS_BIN / "helm")
+    for chart in _app_charts():
+        for values in sorted((chart / "ci").glob("*-values.yaml")):
+            out = rendered / f"{chart.name}--{values.stem}.yaml"
+            out.write_text(subprocess.run(
+                [helm, "template", "lint", str(chart), "-f", str(values)],
+                check=True, capture_output=True, text=True).stdout)
+    session.run("yamllint", "--strict", "-c", ".yamllint-rendered.yaml", str(rendered))
+    _check_readmes(session)
+
+
+def _check_readmes(session: nox.Session) -> None:
+    """Fail when a chart README's parameter table no longer matches values.yaml."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "charts"
+        shutil.copytree(REPO / "charts", copy, ignore=shutil.ignore_patterns("charts"))
+        subprocess.run([str(TOOLS_BIN / "helm-docs"), "--chart-search-root", str(copy),
+                        "--log-level", "warning"], check=True)
+        stale = [c.name for c in _app_charts()
+                 if (copy / c.name / "README.md").read_text() != (c / "README.md").read_text()]
+    if stale:
+        session.error(f"README parameter tables out of date for {', '.join(stale)}: run `nox -s docs`")
+    session.log("chart READMEs are up to date with values.yaml")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate chart READMEs (helm-docs) and the shared schema copies (tools/sync_schemas.py)."""
+    _setup(session)
+    session.run("python", "tools/sync_schemas.py")
+    session.run(str(TOOLS_BIN / "helm-docs"), "--chart-search-root", "charts", external=True)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Render the whole stack from models.yaml and print what would be deployed."""
+    env = _setup(session)
+    session.run("python", "tools/render_stack.py", *session.posargs, env=env)

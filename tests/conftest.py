@@ -1,0 +1,5 @@
+"""Shared pytest setup: the harness package is importable as `harness`."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,0 +1,1 @@
+"""Test harness shared by every suite: paths, pinned tools, rendering, validation."""

@@ -1,0 +1,23 @@
+"""Pinned external tools, built on first use by tools/bootstrap.py."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+from .paths import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import bootstrap  # noqa: E402  (tools/bootstrap.py: the one place that knows versions)
+
+ToolError = bootstrap.ToolError
+
+
+@functools.lru_cache(maxsize=None)
+def tool(name: str) -> Path:
+    """Path to helm, helm4, ct or helm-docs at the pinned version."""
+    return bootstrap.go_tool(name)
+
+
+def ct_config_dir() -> Path:
+    return bootstrap.ct_config_dir()

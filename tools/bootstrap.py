@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Install the project's pinned tools into a project-local cache.
+
+Go programs (helm 3, helm 4, chart-testing, helm-docs) are built with
+`go install` from the Go module proxy at the versions in tools/versions.json,
+into $LLM_CHARTS_TOOLS_DIR (default: <repo>/.tools). Nothing goes into the
+system except Debian packages, which are installed only when asked for, only
+as root on Debian, and otherwise named in the error.
+
+    python3 tools/bootstrap.py            # build what is missing, print paths
+    python3 tools/bootstrap.py --check    # only report
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VERSIONS = json.loads((REPO / "tools" / "versions.json").read_text())
+
+
+class ToolError(RuntimeError):
+    """A tool is missing and could not be provided; the message says how to get it."""
+
+
+def tools_dir() -> Path:
+    return Path(os.environ.get("LLM_CHARTS_TOOLS_DIR", REPO / ".tools")).resolve()
+
+
+def bin_dir() -> Path:
+    return tools_dir() / "bin"
+
+
+def _log(msg: str) -> None:
+    print(f"[bootstrap] {msg}", file=sys.stderr, flush=True)
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if not go:
+        raise ToolError(
+            "Go is not installed, and it is needed to build the pinned Helm tools "
+            f"({', '.join(VERSIONS['go'])}). Install Go 1.22 or newer "
+            "(Debian: apt-get install golang-go, or the tarball from go.dev), "
+            "then run `python3 tools/bootstrap.py` again."
+        )
+    return go
+
+
+def _spec(name: str) -> str:
+    t = VERSIONS["go"][name]
+    return f"{t['module']}@{t['version']} {t['package']}"
+
+
+def _module_dir(module: str, version: str) -> Path:
+    """Download one exact module version from the proxy; return its (read-only) source dir."""
+    proc = subprocess.run([_go(), "mod", "download", "-json", f"{module}@{version}"],
+                          capture_output=True, text=True)
+    info = json.loads(proc.stdout or "{}")
+    if proc.returncode != 0 or "Dir" not in info:
+        raise ToolError(
+            f"`go mod download {module}@{version}` failed (is the Go module proxy reachable? "
+            f"GOPROXY={os.environ.get('GOPROXY', 'default')}): {info.get('Error') or proc.stderr[-2000:]}"
+        )
+    return Path(info["Dir"])
+
+
+def go_tool(name: str, *, build: bool = True) -> Path:
+    """Path to a pinned Go tool, building it on first use.
+
+    Built as `go mod download` + `go build` in a copy of the module rather than
+    `go install mod@version`: the latter also asks the proxy for the module's
+    version list (deprecation check), which the proxy refuses for some modules
+    (chart-testing answers 403).
+    """
+    t = VERSIONS["go"][name]
+    target = bin_dir() / name
+    stamp = bin_dir() / f".{name}.version"
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == _spec(name):
+        return target
+    if not build:
+        raise ToolError(f"{name} ({_spec(name)}) is not built yet: run `python3 tools/bootstrap.py`.")
+    src = tools_dir() / "src" / name
+    _log(f"building {name} {t['version']} from {t['module']} (a few minutes cold, cached afterwards)")
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(_module_dir(t["module"], t["version"]), src)
+    for p in [src, *src.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)
+    bin_dir().mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+    ldflags = _ldflags(name, t["version"])
+    proc = subprocess.run([_go(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(target), t["package"]],
+                          cwd=src, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ToolError(f"building {name} failed:\n{proc.stderr[-3000:]}")
+    shutil.rmtree(src)
+    stamp.write_text(_spec(name) + "\n")
+    return target
+
+
+def _ldflags(name: str, version: str) -> str:
+    """Stamp the real version where the tool reads it from the linker (helm prints it)."""
+    if name in ("helm", "helm4"):
+        major = "v3" if name == "helm" else "v4"
+        return f"-s -w -X helm.sh/helm/{major}/internal/version.version={version}"
+    return "-s -w"
+
+
+def ct_config_dir() -> Path:
+    """chart-testing's schema and lint config, copied from its module source."""
+    t = VERSIONS["go"]["ct"]
+    dest = tools_dir() / "etc" / "ct"
+    if (dest / "chart_schema.yaml").exists():
+        return dest
+    src = _module_dir(t["module"], t["version"]) / "etc"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("chart_schema.yaml", "lintconf.yaml"):
+        shutil.copyfile(src / name, dest / name)
+    return dest
+
+
+def debian_packages(packages: list[str], *, purpose: str) -> None:
+    """Make sure Debian packages are installed; install them as root on Debian."""
+    missing = [p for p in packages if not _dpkg_installed(p)]
+    if not missing:
+        return
+    hint = f"apt-get install -y {' '.join(missing)}"
+    if not Path("/etc/debian_version").exists():
+        raise ToolError(f"{purpose} needs: {', '.join(missing)} (Debian package names). "
+                        "Install the equivalents for your system.")
+    if os.geteuid() != 0:
+        raise ToolError(f"{purpose} needs Debian packages that are missing; run as root: {hint}")
+    _log(f"installing Debian packages for {purpose}: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ToolError(f"`{hint}` failed:\n{proc.stderr[-2000:]}")
+
+
+def _dpkg_installed(pkg: str) -> bool:
+    proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+    return proc.returncode == 0 and "install ok installed" in proc.stdout
+
+
+def ensure_all() -> dict[str, Path]:
+    paths = {name: go_tool(name) for name in VERSIONS["go"]}
+    ct_config_dir()
+    return paths
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    try:
+        if check:
+            for name in VERSIONS["go"]:
+                print(f"{name:12} {go_tool(name, build=False)}")
+        else:
+            for name, path in ensure_all().items():
+                print(f"{name:12} {path}  {_spec(name)}")
+    except ToolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

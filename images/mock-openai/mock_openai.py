@@ -344,9 +344,9 @@ class MockServer:
         return True
 
     async def reset(self, req, writer) -> bool:
-        connections, in_flight = self.stats["connections"], self.stats["in_flight"]
+        in_flight = self.stats["in_flight"]
         self.stats = self._empty_stats()
-        self.stats["connections"], self.stats["in_flight"] = connections, in_flight
+        self.stats["in_flight"] = in_flight
         await self.send_json(writer, 200, {"reset": True})
         return True
 

@@ -35,7 +35,7 @@ def _setup(session: nox.Session) -> dict[str, str]:
     """Install the pinned Python deps and build the pinned Go tools; return the env to run with."""
     session.install("-r", REQUIREMENTS)
     session.run("python", "tools/bootstrap.py")
-    return {"PATH": f"{TOOLS_BIN}{os.pathsep}{os.environ['PATH']}"}
+    return {"PATH": os.pathsep.join([str(TOOLS_BIN), session.bin, os.environ["PATH"]])}
 
 
 @nox.session
@@ -52,7 +52,7 @@ def lint(session: nox.Session) -> None:
     env = _setup(session)
     ct_etc = REPO / ".tools" / "etc" / "ct"
     session.run(
-        "ct", "lint", "--all", "--chart-dirs", "charts",
+        str(TOOLS_BIN / "ct"), "lint", "--all", "--chart-dirs", "charts",
         "--validate-maintainers=false", "--check-version-increment=false",
         "--chart-yaml-schema", str(ct_etc / "chart_schema.yaml"),
         "--lint-conf", str(ct_etc / "lintconf.yaml"),

@@ -96,7 +96,10 @@ Problems of one {existingSecret, key} pair, one line each. Argument: dict "path"
 {{/* Every rule the schema cannot express; fails once with all messages. */}}
 {{- define "openwebui.validateValues" -}}
 {{- $v := .Values }}
-{{- $messages := list (include "model-catalog.validate" $v.models) }}
+{{- $messages := list (include "model-catalog.validate" $v.models | trim) }}
+{{- if eq $v.image.tag "latest" }}
+{{- $messages = append $messages (printf "image.tag: \"latest\" floats (every pull may bring another version); pin a release such as v%s, or leave it empty for that default." .Chart.AppVersion) }}
+{{- end }}
 {{- range $path, $ref := dict "gateway.apiKey" $v.gateway.apiKey "secretKey" $v.secretKey "redis" $v.redis "externalDatabase" $v.externalDatabase }}
 {{- $messages = concat $messages (splitList "\n" (include "openwebui.secretRefProblems" (dict "path" $path "ref" $ref))) }}
 {{- end }}

@@ -18,7 +18,7 @@ TOOLS_BIN = Path(os.environ.get("LLM_CHARTS_TOOLS_DIR", REPO / ".tools")) / "bin
 REQUIREMENTS = "tests/requirements.txt"
 LIBRARY_CHARTS = {"model-catalog"}
 
-nox.options.sessions = ["lint", "unit"]
+nox.options.sessions = ["lint", "unit", "gateway"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -44,6 +44,14 @@ def unit(session: nox.Session) -> None:
     env = _setup(session)
     session.run("python", "tools/sync_schemas.py", "--check")
     session.run("pytest", "-c", "tests/pytest.ini", "tests/unit", *session.posargs, env=env)
+
+
+@nox.session
+def gateway(session: nox.Session) -> None:
+    """api-gateway on a real nginx + Lua (Debian packages, installed as root) in front of mock backends."""
+    env = _setup(session)
+    session.run("python", "-m", "gateway.runner", env={**env, "PYTHONPATH": "tests"})
+    session.run("pytest", "-c", "tests/pytest.ini", "tests/gateway", *session.posargs, env=env)
 
 
 @nox.session

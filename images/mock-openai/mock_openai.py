@@ -557,8 +557,8 @@ class MockServer:
         interval = float(mock.get("interval_ms", 20)) / 1000.0
         die_after = mock.get("die_after_chunks")
         chunked = req.version == "HTTP/1.1"
-        lines = self.base_headers(200, "text/event-stream", {"Cache-Control": "no-cache",
-                                                             "X-Accel-Buffering": "no"})
+        # No X-Accel-Buffering here: vLLM sends none, and nginx would obey it and hide a gateway that buffers.
+        lines = self.base_headers(200, "text/event-stream", {"Cache-Control": "no-cache"})
         lines.append("Transfer-Encoding: chunked" if chunked else "Connection: close")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.stats["streams_started"] += 1

@@ -30,8 +30,9 @@ def routed_to(resp: requests.Response, backend, gw: Gateway) -> None:
 
 
 def error(resp: requests.Response, status: int, gw: Gateway, code: str | None = None) -> dict:
-    """An OpenAI error envelope with this status (and code); returns the error object."""
+    """An OpenAI error envelope with this status (and code) made by the gateway itself, not a backend."""
     assert resp.status_code == status, describe(resp, gw)
+    assert "X-Mock-Backend" not in resp.headers, f"a backend answered, not the gateway: {describe(resp, gw)}"
     assert resp.headers.get("Content-Type", "").startswith("application/json"), describe(resp, gw)
     try:
         body = resp.json()

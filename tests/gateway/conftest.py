@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from harness.render import HelmError
 from harness.tools import ToolError
 
 from . import runner
@@ -78,6 +79,9 @@ def gateway_factory(nginx_bin, base_values):
                 gw = runner.start(runner.deep_merge(base_values, overrides or {}), secrets=secrets, name=name)
             except runner.GatewayError as exc:
                 pytest.fail(str(exc), pytrace=False)
+            except HelmError as exc:
+                pytest.fail(f"rendering charts/api-gateway for the gateway tests failed:\n{exc.stderr}",
+                            pytrace=False)
             running[key] = gw
             wait_for_health_checks(gw, headers or {})
         return running[key]
@@ -130,7 +134,7 @@ def pytest_runtest_makereport(item, call):
     """A failed test shows the error log of every gateway it used."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and call.when == "call":
+    if report.failed and call.when == "call" and "--- nginx error log" not in str(report.longrepr):
         for name, value in getattr(item, "funcargs", {}).items():
             if isinstance(value, runner.Gateway):
                 report.sections.append((f"nginx error log ({name}, tail)", value.error_log()))

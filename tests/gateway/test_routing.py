@@ -90,6 +90,7 @@ class TestRequestErrors:
             + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
             + b"Content-Length: %d\r\n\r\n" % len(raw) + raw))
         assert resp.status == 400, (resp.status, resp.body, gateway.context())
+        assert "x-mock-backend" not in resp.headers, "the gateway forwarded it; the backend refused it"
         assert "error" in resp.json(), resp.body
 
     def test_content_type_with_charset_is_fine(self, gateway, backends):
@@ -123,6 +124,7 @@ class TestBodies:
             b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
             b"Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n{"))
         assert resp.status == 413, (resp.status, resp.body, gateway.context())
+        assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
         assert "error" in resp.json()
 
 

@@ -28,7 +28,8 @@ def paced(model="alpha", n=DELTAS, interval=INTERVAL_MS, **mock):
 def test_stream_timing_matches_the_backend(gateway, backends):
     # Direct first: the reference pacing of this (possibly busy) machine.
     ref = direct(backends["alpha"], paced())
-    resp = stream(gateway, paced())
+    # Accept-Encoding: a gateway that gzips text/event-stream would hold events back to compress them.
+    resp = stream(gateway, paced(), headers={"Accept-Encoding": "gzip"})
     ctx = f"status {resp.status} headers {resp.headers}{gateway.context()}"
     assert resp.status == 200, ctx
     assert resp.complete, f"stream did not end with the terminating chunk{ctx}"

@@ -204,7 +204,8 @@ def start(values: dict, *, secrets: dict[str, dict[str, str]] | None = None, nam
     stdout, stderr = root / "access.log", root / "error.log"
     stdout.touch()
     stderr.touch()
-    cmd = [nginx, "-p", str(root / "tmp"), "-c", str(conf)]
+    # As the chart's nginx.conf documents: prefix in the temp dir, startup errors to stderr.
+    cmd = [nginx, "-p", str(root / "tmp") + "/", "-e", "/dev/stderr", "-c", str(conf)]
     if "daemon off;" not in conf.read_text():
         cmd += ["-g", "daemon off;"]
     kwargs = {}

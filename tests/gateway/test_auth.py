@@ -53,10 +53,19 @@ class TestAuthentication:
         routed_to(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers=bearer("team-a")),
                   backends["alpha"], gw)
 
+    def test_x_api_key_header_is_accepted_too(self, gw, backends):
+        routed_to(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers={"x-api-key": KEYS["team-a"]}),
+                  backends["alpha"], gw)
+        error(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers={"x-api-key": KEYS["team-a"][:-1]}),
+              401, gw)
+
     def test_key_is_not_forwarded_upstream(self, gw):
         resp = post(gw, "/v1/chat/completions", {"model": "alpha", "mock": {"echo_headers": True}},
                     headers=bearer("team-a"))
         assert resp.status_code == 200, describe(resp, gw)
+        assert KEYS["team-a"] not in json.dumps(resp.json()["mock_echo"]["headers"]), resp.json()["mock_echo"]
+        resp = post(gw, "/v1/chat/completions", {"model": "alpha", "mock": {"echo_headers": True}},
+                    headers={"x-api-key": KEYS["team-a"]})
         assert KEYS["team-a"] not in json.dumps(resp.json()["mock_echo"]["headers"]), resp.json()["mock_echo"]
 
     def test_probes_need_no_key(self, gw):
@@ -70,11 +79,13 @@ class TestPerKeyModels:
             routed_to(post(gw, "/v1/completions", {"model": model, "prompt": "x"}, headers=bearer("team-b")),
                       backends["beta"], gw)
 
-    def test_model_outside_the_key_is_refused(self, gw, backends):
+    def test_model_outside_the_key_is_404_like_an_unknown_one(self, gw, backends):
+        # The chart answers 404 model_not_found (not 403): a key learns nothing about models it cannot use.
         before = backends["alpha"].stats()["requests"].get("/v1/completions", 0)
         resp = post(gw, "/v1/completions", {"model": "alpha", "prompt": "x"}, headers=bearer("team-b"))
-        assert resp.status_code in (403, 404), describe(resp, gw)
-        error(resp, resp.status_code, gw)
+        unknown = post(gw, "/v1/completions", {"model": "no-such-model", "prompt": "x"}, headers=bearer("team-b"))
+        error(resp, 404, gw, code="model_not_found")
+        error(unknown, 404, gw, code="model_not_found")
         assert backends["alpha"].stats()["requests"].get("/v1/completions", 0) == before
 
     def test_models_list_is_filtered_per_key(self, gw):
@@ -94,6 +105,7 @@ class TestRateLimit:
             statuses.append(resp.status_code)
             if resp.status_code == 429:
                 error(resp, 429, gw)
+                assert resp.headers.get("Retry-After", "").isdigit(), describe(resp, gw)
         assert statuses[0] == 200, statuses
         assert 429 in statuses, statuses
         assert statuses.count(200) <= 5, statuses

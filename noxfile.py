@@ -106,7 +106,21 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session
-def demo(session: nox.Session) -> None:
-    """Render the whole stack from models.yaml and print what would be deployed."""
+def e2e(session: nox.Session) -> None:
+    """Slow, opt-in: the stack on a real cluster (existing, kind, or a local one; docs/e2e.md)."""
     env = _setup(session)
-    session.run("python", "tools/render_stack.py", *session.posargs, env=env)
+    session.run("pytest", "-c", "tests/pytest.ini", "tests/e2e", *session.posargs, env=env)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The stack on the e2e cluster, left running: endpoint and one answer per model (docs/e2e.md)."""
+    env = _setup(session)
+    session.run("python", "tests/e2e/cli.py", "demo", *session.posargs, env=env)
+
+
+@nox.session
+def down(session: nox.Session) -> None:
+    """Remove the demo stack and the cluster `demo`/`e2e` started (`-- --keep-cluster`: stack only)."""
+    env = _setup(session)
+    session.run("python", "tests/e2e/cli.py", "down", *session.posargs, env=env)

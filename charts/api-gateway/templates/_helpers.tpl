@@ -3,6 +3,20 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* Full name of the chart's objects (the Service is global.gateway.serviceName). */}}
+{{- define "api-gateway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Common labels. */}}
 {{- define "api-gateway.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -18,11 +32,96 @@ app.kubernetes.io/name: {{ include "api-gateway.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{- define "api-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "api-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Namespace of the model Services. */}}
+{{- define "api-gateway.modelNamespace" -}}
+{{- .Values.global.modelNamespace | default .Release.Namespace }}
+{{- end }}
+
+{{/*
+The routing table, as YAML `routes: [...]`: model-catalog.routes (name, aliases,
+kind, service, namespace, port) plus what nginx needs: the upstream block name,
+the address (routing.endpoints or the Service's DNS name) and the Host header.
+*/}}
+{{- define "api-gateway.routes" -}}
+{{- $routes := list }}
+{{- $catalog := include "model-catalog.routes" (dict "models" .Values.models "namespace" (include "api-gateway.modelNamespace" .)) | fromYaml }}
+{{- range $r := $catalog.routes }}
+{{- $address := get $.Values.routing.endpoints $r.name | default (printf "%s.%s.svc.%s:%d" $r.service $r.namespace $.Values.routing.clusterDomain (int $r.port)) }}
+{{- $routes = append $routes (merge (dict "upstream" (printf "gateway-model-%s" $r.name) "address" $address "host" (regexReplaceAll ":[0-9]+$" $address "")) $r) }}
+{{- end }}
+{{- toYaml (dict "routes" $routes) }}
+{{- end }}
+
+{{/* routing.defaultModel resolved to a model name; empty when there is none. */}}
+{{- define "api-gateway.defaultModel" -}}
+{{- $want := .Values.routing.defaultModel }}
+{{- $routes := (include "api-gateway.routes" . | fromYaml).routes }}
+{{- if eq $want "" }}
+{{- with first $routes }}{{ .name }}{{ end }}
+{{- else if ne $want "none" }}
+{{- range $routes }}{{ if or (eq .name $want) (has $want .aliases) }}{{ .name }}{{ end }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* The files of the ConfigMap, as YAML: nginx.conf (through tpl), routes.json, gateway.json, Lua modules. */}}
+{{- define "api-gateway.configFiles" -}}
+{{- $files := dict "nginx.conf" (tpl (.Files.Get "files/nginx.conf") .) }}
+{{- $default := include "api-gateway.defaultModel" . }}
+{{- $routes := (include "api-gateway.routes" . | fromYaml).routes }}
+{{- $_ := set $files "routes.json" (printf "%s\n" (toPrettyJson (dict "defaultModel" $default "routes" $routes))) }}
+{{- $settings := dict
+    "auth" (dict "enabled" .Values.auth.enabled "keysFile" (printf "%s/%s" .Values.paths.secretsDir .Values.auth.secretKey))
+    "body" (dict "maxSize" .Values.body.maxSize)
+    "healthCheck" (dict "enabled" .Values.healthCheck.enabled "intervalSeconds" .Values.healthCheck.intervalSeconds
+                        "timeoutSeconds" .Values.healthCheck.timeoutSeconds "port" .Values.metrics.port) }}
+{{- $_ = set $files "gateway.json" (printf "%s\n" (toPrettyJson $settings)) }}
+{{- range $path, $_ := .Files.Glob "files/lua/*.lua" }}
+{{- $_ := set $files (base $path) ($.Files.Get $path) }}
+{{- end }}
+{{- toYaml $files }}
+{{- end }}
+
 {{/* Every rule the schema cannot express; fails once with all messages. */}}
 {{- define "api-gateway.validateValues" -}}
 {{- $messages := list (include "model-catalog.validate" .Values.models) }}
+{{- $routes := (include "api-gateway.routes" . | fromYaml).routes }}
+{{- $names := list }}
+{{- range $routes }}{{ $names = append $names .name }}{{ end }}
+{{- $want := .Values.routing.defaultModel }}
+{{- if and (ne $want "") (ne $want "none") (not (include "api-gateway.defaultModel" .)) }}
+{{- $messages = append $messages (printf "routing.defaultModel (%q): no enabled model has this name or alias; use one of %s, \"\" (the first model) or \"none\"." $want (join ", " $names)) }}
+{{- end }}
+{{- range $name, $_ := .Values.routing.endpoints }}
+{{- if not (has $name $names) }}
+{{- $messages = append $messages (printf "routing.endpoints.%s: no enabled model has this modelName (routes: %s); remove it or fix the name." $name (join ", " $names)) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.auth.enabled (not .Values.auth.existingSecret) }}
+{{- $messages = append $messages "auth.existingSecret: auth.enabled needs the name of an existing Secret holding the API keys file (key auth.secretKey)." }}
+{{- end }}
+{{- if eq (int .Values.metrics.port) (int .Values.containerPort) }}
+{{- $messages = append $messages (printf "metrics.port (%d): must differ from containerPort." (int .Values.metrics.port)) }}
+{{- end }}
 {{- $messages = without $messages "" }}
 {{- if $messages }}
 {{- fail (printf "\napi-gateway: invalid values:\n%s" (join "\n" $messages)) }}
 {{- end }}
+{{- end }}
+
+{{/* PodDisruptionBudget API: policy/v1 unless the cluster only serves v1beta1 (Kubernetes 1.20). */}}
+{{- define "api-gateway.pdb.apiVersion" -}}
+{{- if and (.Capabilities.APIVersions.Has "policy/v1beta1/PodDisruptionBudget") (not (.Capabilities.APIVersions.Has "policy/v1/PodDisruptionBudget")) }}policy/v1beta1{{ else }}policy/v1{{ end }}
+{{- end }}
+
+{{/* HPA API: autoscaling/v2 unless the cluster only serves v2beta2 (Kubernetes 1.20 to 1.22). */}}
+{{- define "api-gateway.hpa.apiVersion" -}}
+{{- if and (.Capabilities.APIVersions.Has "autoscaling/v2beta2/HorizontalPodAutoscaler") (not (.Capabilities.APIVersions.Has "autoscaling/v2/HorizontalPodAutoscaler")) }}autoscaling/v2beta2{{ else }}autoscaling/v2{{ end }}
 {{- end }}

@@ -1,0 +1,162 @@
+-- Configuration, loaded once in init_by_lua (the master process) from the files
+-- the chart renders: routes.json (the routing table from the model catalog) and
+-- gateway.json (settings), plus the API keys file when auth is on. Workers
+-- inherit the loaded tables. Any problem stops nginx at start with a message.
+local cjson = require "cjson.safe"
+
+local ngx = ngx
+local io_open = io.open
+local ipairs = ipairs
+local lower = string.lower
+local match = string.match
+local tonumber = tonumber
+local tostring = tostring
+local type = type
+local decode = cjson.decode
+local error = error
+
+local _M = { loaded = false }
+
+local UNITS = { [""] = 1, k = 1024, m = 1024 * 1024, g = 1024 * 1024 * 1024 }
+
+-- nginx size syntax ("64m", "512k", "1048576") to bytes; nil when malformed.
+function _M.parse_size(text)
+    local number, unit = match(lower(tostring(text or "")), "^(%d+)([kmg]?)$")
+    if not number then
+        return nil
+    end
+    return tonumber(number) * UNITS[unit]
+end
+
+function _M.read_json(path)
+    local file, err = io_open(path, "rb")
+    if not file then
+        return nil, "cannot open " .. path .. ": " .. (err or "?")
+    end
+    local text = file:read("*a")
+    file:close()
+    local value, derr = decode(text)
+    if value == nil then
+        return nil, path .. " is not valid JSON: " .. (derr or "?")
+    end
+    return value
+end
+
+-- name and alias -> route; returns the lookup table, or nil, err.
+function _M.index_routes(routes)
+    local by_name = {}
+    for i, route in ipairs(routes) do
+        if type(route.name) ~= "string" or type(route.upstream) ~= "string" then
+            return nil, "routes[" .. i .. "] needs a name and an upstream"
+        end
+        local names = { route.name }
+        for _, alias in ipairs(route.aliases or {}) do
+            names[#names + 1] = alias
+        end
+        for _, name in ipairs(names) do
+            if by_name[name] then
+                return nil, "model name or alias \"" .. name .. "\" is used twice"
+            end
+            by_name[name] = route
+        end
+    end
+    return by_name
+end
+
+-- Validates the API keys file's entries and prepares them for lookups:
+-- the key itself is kept only as a SHA-1 digest (compared in constant time).
+function _M.load_keys(entries, by_name, digest)
+    if type(entries) ~= "table" or #entries == 0 then
+        return nil, "the API keys file must hold a non-empty JSON list"
+    end
+    local keys = {}
+    for i, entry in ipairs(entries) do
+        local where = "API key #" .. i
+        if type(entry) ~= "table" then
+            return nil, where .. " is not an object"
+        end
+        if type(entry.name) ~= "string" or entry.name == "" then
+            return nil, where .. " needs a \"name\""
+        end
+        where = where .. " (" .. entry.name .. ")"
+        if type(entry.key) ~= "string" or #entry.key < 16 then
+            return nil, where .. " needs a \"key\" of at least 16 characters"
+        end
+        local rpm = entry.requestsPerMinute
+        if rpm ~= nil and (type(rpm) ~= "number" or rpm < 0) then
+            return nil, where .. ": requestsPerMinute must be a number >= 0"
+        end
+        local models = entry.models or { "*" }
+        if type(models) ~= "table" then
+            return nil, where .. ": models must be a list"
+        end
+        local allowed, all = {}, false
+        for _, name in ipairs(models) do
+            if name == "*" then
+                all = true
+            elseif by_name[name] then
+                allowed[by_name[name].name] = true
+            else
+                ngx.log(ngx.WARN, where, ": model \"", name, "\" is not in the routing table; ignored")
+            end
+        end
+        keys[i] = { name = entry.name, digest = digest(entry.key), all = all, models = allowed,
+                    requests_per_minute = (rpm and rpm > 0) and rpm or nil }
+    end
+    return keys
+end
+
+-- Loads everything from config_dir; raises (stopping nginx) on any problem.
+function _M.init(config_dir)
+    local settings, err = _M.read_json(config_dir .. "/gateway.json")
+    if not settings then
+        error("api-gateway: " .. err, 0)
+    end
+    local table_, rerr = _M.read_json(config_dir .. "/routes.json")
+    if not table_ then
+        error("api-gateway: " .. rerr, 0)
+    end
+    local routes = table_.routes or {}
+    local by_name, ierr = _M.index_routes(routes)
+    if not by_name then
+        error("api-gateway: routes.json: " .. ierr, 0)
+    end
+    local default
+    if type(table_.defaultModel) == "string" and table_.defaultModel ~= "" then
+        default = by_name[table_.defaultModel]
+        if not default then
+            error("api-gateway: defaultModel \"" .. table_.defaultModel .. "\" is not a routed model", 0)
+        end
+    end
+    local max_body = _M.parse_size(settings.body and settings.body.maxSize)
+    if not max_body then
+        error("api-gateway: gateway.json: body.maxSize is not an nginx size", 0)
+    end
+
+    local auth = settings.auth or {}
+    local keys
+    if auth.enabled then
+        local entries, kerr = _M.read_json(auth.keysFile)
+        if not entries then
+            error("api-gateway: API keys: " .. kerr, 0)
+        end
+        keys, kerr = _M.load_keys(entries, by_name, ngx.sha1_bin)
+        if not keys then
+            error("api-gateway: API keys file " .. auth.keysFile .. ": " .. kerr, 0)
+        end
+    end
+
+    _M.settings = settings
+    _M.routes = routes
+    _M.by_name = by_name
+    _M.default_route = default
+    _M.max_body = max_body
+    _M.auth_enabled = auth.enabled and true or false
+    _M.keys = keys
+    _M.health = settings.healthCheck or {}
+    _M.created = ngx.time()
+    _M.loaded = true
+    return _M
+end
+
+return _M

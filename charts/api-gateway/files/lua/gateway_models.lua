@@ -1,0 +1,81 @@
+-- GET /v1/models and /v1/models/{id}, answered by the gateway from its
+-- routing table and the health-check cache (never a live fan-out), listing
+-- only the models the caller's key may use. Each entry carries its aliases
+-- and readiness; aliases are not listed as separate entries.
+local cjson = require "cjson.safe"
+local config = require "gateway_config"
+local errors = require "gateway_errors"
+local router = require "gateway_router"
+local auth = require "gateway_auth"
+local health = require "gateway_health"
+
+local ngx = ngx
+local ipairs = ipairs
+local setmetatable = setmetatable
+local encode = cjson.encode
+local null = cjson.null
+
+local _M = {}
+
+local array_mt = cjson.array_mt or cjson.empty_array_mt
+
+function _M.entry(route)
+    local ready = health.ready(route.name)
+    local aliases = {}
+    for i, alias in ipairs(route.aliases or {}) do
+        aliases[i] = alias
+    end
+    return {
+        id = route.name,
+        object = "model",
+        created = config.created,
+        owned_by = "llm-stack",
+        aliases = setmetatable(aliases, array_mt),
+        ready = ready == nil and null or ready,
+        status = ready == nil and "unknown" or (ready and "ready" or "not_ready"),
+    }
+end
+
+local function respond(value)
+    ngx.header["Content-Type"] = "application/json"
+    ngx.print(encode(value), "\n")
+end
+
+local function allowed_caller()
+    local method = ngx.req.get_method()
+    if method ~= "GET" and method ~= "HEAD" then
+        return nil, errors.new(405, "Use GET for " .. ngx.var.uri .. ".", "method_not_allowed", nil, { Allow = "GET" })
+    end
+    return router.caller()
+end
+
+-- GET /v1/models
+function _M.list()
+    local key, err = allowed_caller()
+    if key == nil then
+        return errors.send(err)
+    end
+    local data = {}
+    for _, route in ipairs(config.routes) do
+        if auth.allows(key or nil, route.name) then
+            data[#data + 1] = _M.entry(route)
+        end
+    end
+    respond({ object = "list", data = setmetatable(data, array_mt) })
+end
+
+-- GET /v1/models/{id}: by name or alias.
+function _M.get(id)
+    local key, err = allowed_caller()
+    if key == nil then
+        return errors.send(err)
+    end
+    local route = config.by_name[id]
+    if not route or not auth.allows(key or nil, route.name) then
+        return errors.send(errors.new(404, "The model \"" .. id .. "\" does not exist or you do not have access "
+            .. "to it; GET /v1/models lists the models you can use.", "model_not_found", "model"))
+    end
+    respond(_M.entry(route))
+end
+
+return _M

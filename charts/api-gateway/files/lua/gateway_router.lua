@@ -1,0 +1,118 @@
+-- access phase of the routed endpoints: API key, rate limit, method and
+-- content type, body, model -> upstream. Sets the nginx variables that
+-- proxy_pass and the access log read; the body itself goes upstream untouched.
+local config = require "gateway_config"
+local errors = require "gateway_errors"
+local body = require "gateway_body"
+local auth = require "gateway_auth"
+local ratelimit = require "gateway_ratelimit"
+local health = require "gateway_health"
+
+local ngx = ngx
+local find = string.find
+local lower = string.lower
+local sub = string.sub
+local tostring = tostring
+
+local _M = { RATELIMIT_DICT = "gateway_ratelimit" }
+
+-- The caller's key entry (nil when auth is off), or nil, err.
+function _M.caller()
+    if not config.auth_enabled then
+        return false
+    end
+    local key, err = auth.authenticate(config.keys, ngx.sha1_bin)
+    if not key then
+        return nil, err
+    end
+    ngx.var.gateway_key = key.name
+    if key.requests_per_minute then
+        local ok, retry_after = ratelimit.check(ngx.shared[_M.RATELIMIT_DICT], key.name, key.requests_per_minute,
+            ngx.now())
+        if not ok then
+            return nil, errors.new(429, "Rate limit of " .. key.requests_per_minute
+                .. " requests per minute reached for this API key; retry after " .. retry_after .. " s.",
+                "rate_limit_exceeded", nil, { ["Retry-After"] = tostring(retry_after) })
+        end
+    end
+    return key
+end
+
+local function content_type_ok(value)
+    if value == nil then
+        return true -- absent: treated as JSON, as the OpenAI API does
+    end
+    value = lower(value)
+    local semicolon = find(value, ";", 1, true)
+    if semicolon then
+        value = sub(value, 1, semicolon - 1)
+    end
+    value = value:match("^%s*(.-)%s*$")
+    return value == "application/json" or (find(value, "^application/[%w.-]+%+json$") ~= nil)
+end
+
+-- The route for a request's model (nil = absent), or nil, err.
+function _M.route_for(model, key)
+    local route
+    if model == nil then
+        route = config.default_route
+        if not route then
+            return nil, errors.new(400, "The request has no \"model\" and the gateway has no default model; "
+                .. "GET /v1/models lists the models.", "model_required", "model")
+        end
+    else
+        route = config.by_name[model]
+    end
+    if not route or not auth.allows(key, route.name) then
+        return nil, errors.new(404, "The model \"" .. tostring(model or route.name) .. "\" does not exist or you "
+            .. "do not have access to it; GET /v1/models lists the models you can use.", "model_not_found", "model")
+    end
+    if health.ready(route.name) == false then
+        local retry = tostring(config.health.intervalSeconds or 5)
+        return nil, errors.new(503, "The model \"" .. route.name .. "\" is not ready (loading or scaled to zero); "
+            .. "retry later.", "model_not_ready", "model", { ["Retry-After"] = retry })
+    end
+    return route
+end
+
+local function fail(err)
+    return errors.send(err)
+end
+
+function _M.access()
+    local key, err = _M.caller()
+    if key == nil then
+        return fail(err)
+    end
+    if ngx.req.get_method() ~= "POST" then
+        return fail(errors.new(405, "Use POST for " .. ngx.var.uri .. ".", "method_not_allowed", nil,
+            { Allow = "POST" }))
+    end
+    if not content_type_ok(ngx.var.content_type) then
+        return fail(errors.new(400, "The request's Content-Type must be application/json.", "invalid_content_type"))
+    end
+    local data
+    data, err = body.read(config.max_body)
+    if not data then
+        return fail(err)
+    end
+    local model
+    model, err = body.model(data)
+    if err then
+        return fail(err)
+    end
+    if model then
+        ngx.var.gateway_requested_model = model
+    end
+    local route
+    route, err = _M.route_for(model, key or nil)
+    if not route then
+        return fail(err)
+    end
+    local var = ngx.var
+    var.gateway_model = route.name
+    var.gateway_upstream = route.upstream
+    var.gateway_upstream_host = route.host
+end
+
+return _M

@@ -3,6 +3,11 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* Namespace of every object: the model Services live in global.modelNamespace, where the gateway looks. */}}
+{{- define "vllm-models.namespace" -}}
+{{- default .Release.Namespace .Values.global.modelNamespace }}
+{{- end }}
+
 {{/* Common labels. */}}
 {{- define "vllm-models.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -18,9 +23,282 @@ app.kubernetes.io/name: {{ include "vllm-models.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Selector labels of one model's pods. Argument: dict "context" $ "model" $m. */}}
+{{- define "vllm-models.modelSelectorLabels" -}}
+{{ include "vllm-models.selectorLabels" .context }}
+llm-stack/model: {{ .model.modelName }}
+{{- end }}
+
+{{/* Labels of one model's objects. Argument: dict "context" $ "model" $m (resolved). */}}
+{{- define "vllm-models.modelLabels" -}}
+{{ include "vllm-models.labels" .context }}
+app.kubernetes.io/component: model-server
+llm-stack/model: {{ .model.modelName }}
+llm-stack/engine: {{ .model.engine }}
+{{- end }}
+
+{{/*
+One entry with the chart's settings filled in, as YAML. Every key of `defaults`
+the entry lacks (or sets to null) is copied in whole; the settings groups
+hfToken, image, podDisruptionBudget and serviceMonitor merge key by key. No
+sprig merge: it would take an entry's 0 or false for "unset".
+Then the derived keys every template reads: engine, replicas, gpuRequestCount,
+tensorParallelSize (default: the GPU count), image (over the engine's image),
+objectName, claimName, sharedCache, mountShm, strategy, startupFailureThreshold,
+progressDeadlineSeconds.
+Argument: dict "context" $ "model" $m.
+*/}}
+{{- define "vllm-models.resolve" -}}
+{{- $v := .context.Values }}
+{{- $m := dict }}
+{{- range $k, $x := .model }}
+{{- if not (kindIs "invalid" $x) }}
+{{- $_ := set $m $k $x }}
+{{- end }}
+{{- end }}
+{{- range $k, $d := ($v.defaults | default dict) }}
+{{- $x := get $m $k }}
+{{- if not (hasKey $m $k) }}
+{{- $_ := set $m $k $d }}
+{{- else if and (has $k (list "hfToken" "image" "podDisruptionBudget" "serviceMonitor")) (kindIs "map" $x) (kindIs "map" $d) }}
+{{- $g := deepCopy $d }}
+{{- range $gk, $gx := $x }}
+{{- if not (kindIs "invalid" $gx) }}
+{{- $_ := set $g $gk $gx }}
+{{- end }}
+{{- end }}
+{{- $_ := set $m $k $g }}
+{{- end }}
+{{- end }}
+{{- $engine := $m.engine | default "vllm" }}
+{{- $_ := set $m "engine" $engine }}
+{{- $_ := set $m "replicas" (ternary (int $m.replicas) 1 (hasKey $m "replicas")) }}
+{{- $gpus := int (get $m "gpuRequestCount") }}
+{{- $_ := set $m "gpuRequestCount" $gpus }}
+{{- if kindIs "invalid" $m.tensorParallelSize }}
+{{- $_ := set $m "tensorParallelSize" (max $gpus 1) }}
+{{- else }}
+{{- $_ := set $m "tensorParallelSize" (int $m.tensorParallelSize) }}
+{{- end }}
+{{- $engineImage := dict }}
+{{- if eq $engine "vllm" }}
+{{- $engineImage = $v.image }}
+{{- else if eq $engine "sglang" }}
+{{- $engineImage = $v.sglang.image }}
+{{- end }}
+{{- $img := dict }}
+{{- range $src := list ($engineImage | default dict) ($m.image | default dict) }}
+{{- range $k, $x := $src }}
+{{- if and (not (kindIs "invalid" $x)) (ne (toString $x) "") }}
+{{- $_ := set $img $k $x }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $_ := set $m "image" $img }}
+{{- $name := include "model-catalog.serviceName" $m }}
+{{- $_ := set $m "objectName" $name }}
+{{- $_ := set $m "claimName" (default (printf "%s-cache" $name | trunc 63 | trimSuffix "-") $m.existingClaim) }}
+{{- $modes := $m.accessModes | default (list "ReadWriteOnce") }}
+{{- $_ := set $m "accessModes" $modes }}
+{{- $_ := set $m "sharedCache" (has "ReadWriteMany" $modes) }}
+{{- $_ := set $m "mountShm" (or (gt (int $m.tensorParallelSize) 1) (eq $engine "sglang")) }}
+{{- if not $m.strategy }}
+{{- if or (gt $gpus 0) (not $m.sharedCache) }}
+{{- if gt (int $m.replicas) 1 }}
+{{- $_ := set $m "strategy" (dict "type" "RollingUpdate" "rollingUpdate" (dict "maxSurge" 0 "maxUnavailable" 1)) }}
+{{- else }}
+{{- $_ := set $m "strategy" (dict "type" "Recreate") }}
+{{- end }}
+{{- else }}
+{{- $_ := set $m "strategy" (dict "type" "RollingUpdate") }}
+{{- end }}
+{{- end }}
+{{- $minutes := int ($m.startupTimeoutMinutes | default 30) }}
+{{- $_ := set $m "startupFailureThreshold" (mul $minutes 6) }}
+{{- $_ := set $m "progressDeadlineSeconds" (add (mul $minutes 60) 600) }}
+{{- toYaml $m }}
+{{- end }}
+
+{{/*
+The models this release deploys (enabled, kind vllm), resolved, as YAML
+`models: [...]`. Every template ranges over this one list.
+*/}}
+{{- define "vllm-models.models" -}}
+{{- $out := list }}
+{{- range $m := (include "model-catalog.enabled" (dict "models" .Values.models "kind" "vllm") | fromYaml).models }}
+{{- $out = append $out (include "vllm-models.resolve" (dict "context" $ "model" $m) | fromYaml) }}
+{{- end }}
+{{- toYaml (dict "models" $out) }}
+{{- end }}
+
+{{/* Image reference of a resolved model: repository@digest or repository:tag. */}}
+{{- define "vllm-models.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository .image.tag }}
+{{- end }}
+{{- end }}
+
+{{/* Served names: modelName first (what /v1/models and responses report), then the aliases. */}}
+{{- define "vllm-models.servedNames" -}}
+{{- toYaml (prepend (.aliases | default list) .modelName | uniq) }}
+{{- end }}
+
+{{/*
+Container command of a resolved model, as a YAML list (empty: the image's entrypoint).
+*/}}
+{{- define "vllm-models.command" -}}
+{{- if .command }}
+{{- toYaml .command }}
+{{- else if eq .engine "vllm" }}
+{{- toYaml (list "python3" "-m" "vllm.entrypoints.openai.api_server") }}
+{{- else if eq .engine "sglang" }}
+{{- toYaml (list "python3" "-m" "sglang.launch_server") }}
+{{- else }}
+{{- toYaml list }}
+{{- end }}
+{{- end }}
+
+{{/*
+Container arguments of a resolved model, as a YAML list: `args` when set, else
+the engine's own, then extraArgs.
+vllm:   --model ID [--revision R] --port P --served-model-name NAME ALIAS... --tensor-parallel-size N
+        [--max-model-len L] [--gpu-memory-utilization F] [--trust-remote-code]
+sglang: --model-path ID [--revision R] --host 0.0.0.0 --port P --served-model-name NAME --tp N
+        [--context-length L] [--mem-fraction-static F] [--trust-remote-code] [--enable-metrics]
+SGLang takes one served name (it does not check the request's model, so aliases still reach it).
+*/}}
+{{- define "vllm-models.args" -}}
+{{- $m := .model }}
+{{- $args := list }}
+{{- if $m.args }}
+{{- $args = $m.args }}
+{{- else if eq $m.engine "vllm" }}
+{{- $args = list "--model" $m.huggingfaceId }}
+{{- if $m.revision }}
+{{- $args = concat $args (list "--revision" $m.revision) }}
+{{- end }}
+{{- $args = concat $args (list "--port" (toString (int $m.port))) (list "--served-model-name") (include "vllm-models.servedNames" $m | fromYamlArray) }}
+{{- $args = concat $args (list "--tensor-parallel-size" (toString (int $m.tensorParallelSize))) }}
+{{- if not (kindIs "invalid" $m.maxModelLen) }}
+{{- $args = concat $args (list "--max-model-len" (toString (int $m.maxModelLen))) }}
+{{- end }}
+{{- if not (kindIs "invalid" $m.gpuMemoryUtilization) }}
+{{- $args = concat $args (list "--gpu-memory-utilization" (toString $m.gpuMemoryUtilization)) }}
+{{- end }}
+{{- if $m.trustRemoteCode }}
+{{- $args = append $args "--trust-remote-code" }}
+{{- end }}
+{{- else if eq $m.engine "sglang" }}
+{{- $args = list "--model-path" $m.huggingfaceId }}
+{{- if $m.revision }}
+{{- $args = concat $args (list "--revision" $m.revision) }}
+{{- end }}
+{{- $args = concat $args (list "--host" "0.0.0.0" "--port" (toString (int $m.port)) "--served-model-name" $m.modelName "--tp" (toString (int $m.tensorParallelSize))) }}
+{{- if not (kindIs "invalid" $m.maxModelLen) }}
+{{- $args = concat $args (list "--context-length" (toString (int $m.maxModelLen))) }}
+{{- end }}
+{{- if not (kindIs "invalid" $m.gpuMemoryUtilization) }}
+{{- $args = concat $args (list "--mem-fraction-static" (toString $m.gpuMemoryUtilization)) }}
+{{- end }}
+{{- if $m.trustRemoteCode }}
+{{- $args = append $args "--trust-remote-code" }}
+{{- end }}
+{{- if ($m.serviceMonitor | default dict).enabled }}
+{{- $args = append $args "--enable-metrics" }}
+{{- end }}
+{{- end }}
+{{- toYaml (concat $args ($m.extraArgs | default list)) }}
+{{- end }}
+
+{{/*
+Environment of a resolved model, as a YAML list: HOME and USER (the UID has no
+passwd entry: torch calls getpass.getuser()), HF_HOME on the cache PVC, HF_TOKEN
+from the Secret, then `env`. A name in `env` replaces the chart's.
+*/}}
+{{- define "vllm-models.env" -}}
+{{- $m := .model }}
+{{- $user := dict }}
+{{- range $e := ($m.env | default list) }}
+{{- $_ := set $user $e.name true }}
+{{- end }}
+{{- $env := list
+    (dict "name" "HOME" "value" "/home/llm")
+    (dict "name" "USER" "value" "llm")
+    (dict "name" "HF_HOME" "value" "/data/huggingface") }}
+{{- $tok := $m.hfToken | default dict }}
+{{- if $tok.secretName }}
+{{- $env = append $env (dict "name" "HF_TOKEN" "valueFrom" (dict "secretKeyRef" (dict "name" $tok.secretName "key" ($tok.key | default "token") "optional" (eq (toString $tok.optional) "true")))) }}
+{{- end }}
+{{- $out := list }}
+{{- range $e := $env }}
+{{- if not (hasKey $user $e.name) }}
+{{- $out = append $out $e }}
+{{- end }}
+{{- end }}
+{{- toYaml (concat $out ($m.env | default list)) }}
+{{- end }}
+
+{{/* PodDisruptionBudget apiVersion: what the cluster serves (policy/v1 from Kubernetes 1.21, policy/v1beta1 on 1.20). */}}
+{{- define "vllm-models.pdbApiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "policy/v1/PodDisruptionBudget" }}
+{{- print "policy/v1" }}
+{{- else if .Capabilities.APIVersions.Has "policy/v1beta1/PodDisruptionBudget" }}
+{{- print "policy/v1beta1" }}
+{{- else }}
+{{- print "policy/v1" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Problems of one resolved entry, one line each (empty when fine).
+Argument: dict "model" $m (resolved) "where" "models[i] (name)".
+*/}}
+{{- define "vllm-models.validateModel" -}}
+{{- $m := .model }}
+{{- $w := .where }}
+{{- $gpus := int $m.gpuRequestCount }}
+{{- $tp := int $m.tensorParallelSize }}
+{{- if and (has $m.engine (list "vllm" "sglang")) (not $m.huggingfaceId) (not $m.args) }}
+{{ $w }}: engine {{ $m.engine }} needs huggingfaceId (the Hugging Face repository to serve, e.g. microsoft/DialoGPT-medium).
+{{- end }}
+{{- if and (eq $m.engine "openai") (not (and $m.image.repository (or $m.image.tag $m.image.digest))) }}
+{{ $w }}: engine openai needs image.repository and image.tag (the OpenAI-compatible server's image), set on the entry or in defaults.image.
+{{- end }}
+{{- if and (not (has $m.engine (list "vllm" "sglang" "openai"))) }}
+{{ $w }}: unknown engine "{{ $m.engine }}"; use vllm, sglang or openai.
+{{- end }}
+{{- if and (gt $tp $gpus) (not (and (eq $gpus 0) (eq $tp 1))) }}
+{{ $w }}: tensorParallelSize {{ $tp }} needs {{ $tp }} GPUs, but gpuRequestCount is {{ $gpus }}; raise gpuRequestCount or lower tensorParallelSize.
+{{- end }}
+{{- if and (not $m.existingClaim) (not $m.sharedCache) (gt (int $m.replicas) 1) }}
+{{ $w }}: replicas {{ int $m.replicas }} with a {{ join "/" $m.accessModes }} cache PVC: a second pod on another node cannot mount it (Multi-Attach). Set accessModes: [ReadWriteMany] (a StorageClass that supports it), or existingClaim: <a ReadWriteMany PVC>, or replicas: 1.
+{{- end }}
+{{- if and (not $m.existingClaim) (not (or (has "ReadWriteOnce" $m.accessModes) (has "ReadWriteMany" $m.accessModes) (has "ReadWriteOncePod" $m.accessModes))) }}
+{{ $w }}: accessModes {{ join "/" $m.accessModes }} cannot be written: the engine downloads into the cache PVC. Add ReadWriteOnce or ReadWriteMany, or use existingClaim with a pre-filled cache.
+{{- end }}
+{{- range $e := ($m.env | default list) }}
+{{- if and (eq $e.name "HF_TOKEN") (hasKey $e "value") }}
+{{ $w }}: env HF_TOKEN has a plain value; never put a token in values. Create a Secret (kubectl create secret generic hf-token --from-literal=token=hf_...) and set hfToken.secretName: hf-token.
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Every rule the schema cannot express; fails once with all messages. */}}
 {{- define "vllm-models.validateValues" -}}
 {{- $messages := list (include "model-catalog.validate" .Values.models) }}
+{{- range $k := list "modelName" "aliases" "enabled" "huggingfaceId" "revision" }}
+{{- if hasKey ($.Values.defaults | default dict) $k }}
+{{- $messages = append $messages (printf "defaults.%s: %s is per model; set it on the entries of models, not in defaults." $k $k) }}
+{{- end }}
+{{- end }}
+{{- range $i, $m := (.Values.models | default list) }}
+{{- if (include "model-catalog.enabled" (dict "models" (list $m) "kind" "vllm") | fromYaml).models }}
+{{- $r := include "vllm-models.resolve" (dict "context" $ "model" $m) | fromYaml }}
+{{- $messages = append $messages (include "vllm-models.validateModel" (dict "model" $r "where" (printf "models[%d] (%s)" $i $m.modelName)) | trim) }}
+{{- end }}
+{{- end }}
 {{- $messages = without $messages "" }}
 {{- if $messages }}
 {{- fail (printf "\nvllm-models: invalid values:\n%s" (join "\n" $messages)) }}

@@ -26,7 +26,9 @@ DOCKER_ENV = dict(os.environ, DOCKER_BUILDKIT="0")  # the legacy builder works w
 def image_ref(name: str) -> str:
     digest = hashlib.sha256()
     root = IMAGES[name]
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    # What the build uses: not the docs or the values files kept beside the Dockerfile.
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.suffix != ".md" and p.name != "values.yaml"):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return f"llm-charts/{name}:e2e-{digest.hexdigest()[:12]}"
 

@@ -1,0 +1,90 @@
+{{/* Chart name, cut to 63 characters. */}}
+{{- define "llm-stack.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "llm-stack.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "llm-stack.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: llm-stack
+{{- end }}
+
+{{/* Selector labels (this chart selects nothing; kept for the house pattern). */}}
+{{- define "llm-stack.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llm-stack.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The enabled Applications, as YAML `applications: {name: entry}`. */}}
+{{- define "llm-stack.enabled" -}}
+{{- $out := dict }}
+{{- range $name, $app := .Values.applications }}
+{{- if $app.enabled }}
+{{- $_ := set $out $name $app }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "applications" $out) }}
+{{- end }}
+
+{{/*
+spec.syncPolicy of an Application: the stack's policy plus the Application's own syncOptions.
+Argument: dict "context" $ "app" ENTRY.
+*/}}
+{{- define "llm-stack.syncPolicy" -}}
+{{- $policy := deepCopy .context.Values.syncPolicy }}
+{{- $options := concat ($policy.syncOptions | default list) (.app.syncOptions | default list) | uniq }}
+{{- if $options }}
+{{- $_ := set $policy "syncOptions" $options }}
+{{- end }}
+{{- toYaml $policy }}
+{{- end }}
+
+{{/*
+The chart source of an Application, rendered as Argo CD's `helm` block. Value files of the shared list
+come from the `ref: values` source ($values/...), so the model list is written once, in git.
+Argument: dict "context" $ "name" NAME "app" ENTRY.
+*/}}
+{{- define "llm-stack.helm" -}}
+{{- $files := list }}
+{{- if ne (toString .app.sharedValues) "false" }}
+{{- $files = concat $files (.context.Values.sharedValueFiles | default list) }}
+{{- end }}
+{{- $files = concat $files (.app.valueFiles | default list) }}
+releaseName: {{ .app.releaseName | default .name }}
+{{- with $files }}
+valueFiles:
+{{- range . }}
+  - $values/{{ . }}
+{{- end }}
+{{- end }}
+{{- with .app.valuesObject }}
+valuesObject:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .app.parameters }}
+parameters:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Every rule the schema cannot express; fails once with all messages. */}}
+{{- define "llm-stack.validateValues" -}}
+{{- $messages := list }}
+{{- range $name, $app := .Values.applications }}
+{{- if and $app.enabled (not $app.path) }}
+{{- $messages = append $messages (printf "applications.%s: path is empty; set it to the chart's folder relative to the repository root (e.g. charts/%s) or set enabled=false." $name $name) }}
+{{- end }}
+{{- if and $app.directory (or $app.valuesObject $app.parameters $app.valueFiles $app.releaseName) }}
+{{- $messages = append $messages (printf "applications.%s: directory=true deploys plain manifests; remove valuesObject, parameters, valueFiles and releaseName (they are Helm settings)." $name) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.selfManage.enabled (hasKey .Values.applications .Values.selfManage.name) }}
+{{- $messages = append $messages (printf "selfManage.name: %q is also a key of applications; give the app of apps another name." .Values.selfManage.name) }}
+{{- end }}
+{{- if $messages }}
+{{- fail (printf "\nllm-stack: invalid values:\n%s" (join "\n" $messages)) }}
+{{- end }}
+{{- end }}

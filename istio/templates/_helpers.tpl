@@ -1,0 +1,85 @@
+{{/* Chart name, cut to 63 characters. */}}
+{{- define "llm-istio.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Name of the objects: the release name (e.g. llm-istio), cut to 63 characters. */}}
+{{- define "llm-istio.fullname" -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "llm-istio.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "llm-istio.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: llm-stack
+{{- end }}
+
+{{/* Selector labels (this chart selects no pods of its own; kept for the house pattern). */}}
+{{- define "llm-istio.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llm-istio.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+apiVersion of an Istio kind. Argument: dict "context" $ "group" "networking.istio.io" "kind" KIND.
+v1 unless the cluster serves only v1beta1 (Istio < 1.22), or what .Values.apiVersion forces.
+*/}}
+{{- define "llm-istio.apiVersion" -}}
+{{- $caps := .context.Capabilities.APIVersions }}
+{{- $version := .context.Values.apiVersion }}
+{{- if not $version }}
+{{- $v1 := printf "%s/v1/%s" .group .kind }}
+{{- $v1beta1 := printf "%s/v1beta1/%s" .group .kind }}
+{{- $version = ternary "v1beta1" "v1" (and ($caps.Has $v1beta1) (not ($caps.Has $v1))) }}
+{{- end }}
+{{- printf "%s/%s" .group $version }}
+{{- end }}
+
+{{/* Cluster DNS name of the api-gateway Service. */}}
+{{- define "llm-istio.apiGatewayHost" -}}
+{{- printf "%s.%s.svc.cluster.local" .Values.global.gateway.serviceName (.Values.global.gateway.namespace | default .Release.Namespace) }}
+{{- end }}
+
+{{/* Cluster DNS name of the Open WebUI Service. */}}
+{{- define "llm-istio.openwebuiHost" -}}
+{{- printf "%s.%s.svc.cluster.local" .Values.openwebui.serviceName (.Values.openwebui.namespace | default .Release.Namespace) }}
+{{- end }}
+
+{{/* The Gateway the routes bind to: "<namespace>/<name>". */}}
+{{- define "llm-istio.gatewayRef" -}}
+{{- if .Values.gateway.create }}
+{{- printf "%s/%s" .Release.Namespace (include "llm-istio.fullname" .) }}
+{{- else }}
+{{- .Values.gateway.existing }}
+{{- end }}
+{{- end }}
+
+{{/* timeout and retries of every route (the same for ingress and mesh routes). */}}
+{{- define "llm-istio.routePolicy" -}}
+timeout: {{ .Values.routes.timeout }}
+retries:
+  attempts: {{ .Values.routes.retries.attempts }}
+  {{- if gt (int .Values.routes.retries.attempts) 0 }}
+  retryOn: {{ .Values.routes.retries.retryOn }}
+  {{- end }}
+{{- end }}
+
+{{/* Every rule the schema cannot express; fails once with all messages. */}}
+{{- define "llm-istio.validateValues" -}}
+{{- $messages := without (list (include "model-catalog.validate" .Values.models)) "" }}
+{{- if and (not .Values.gateway.create) (not .Values.gateway.existing) }}
+{{- $messages = append $messages "gateway.existing: empty while gateway.create=false; name the Gateway to bind to as <namespace>/<name>, or set gateway.create=true." }}
+{{- end }}
+{{- if and .Values.gateway.create .Values.gateway.tls.enabled (not .Values.gateway.tls.credentialName) }}
+{{- $messages = append $messages "gateway.tls.credentialName: empty while gateway.tls.enabled=true; name the TLS Secret (in the ingress gateway's namespace)." }}
+{{- end }}
+{{- if and .Values.gateway.create (not .Values.hosts) }}
+{{- $messages = append $messages "hosts: empty; list at least one host name (\"*\" accepts any)." }}
+{{- end }}
+{{- if $messages }}
+{{- fail (printf "\nllm-istio: invalid values:\n%s" (join "\n" $messages)) }}
+{{- end }}
+{{- end }}

@@ -175,7 +175,8 @@ class TestPersistence:
     def test_pvc_is_kept_on_uninstall(self):
         values = {"persistence": {"size": "20Gi", "storageClass": "fast", "annotations": {"a": "b"}}}
         pvc = get(render(values), "PersistentVolumeClaim", f"{NAME}-data")
-        assert pvc["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep", "a": "b"}
+        assert pvc["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep", "a": "b",
+                                                  "argocd.argoproj.io/sync-options": "Prune=false,Delete=false"}
         assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
         assert pvc["spec"]["storageClassName"] == "fast"
         assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]

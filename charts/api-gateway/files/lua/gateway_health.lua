@@ -34,19 +34,30 @@ function _M.probe(port, upstream, timeout_ms)
     return tonumber(match(line, "^HTTP/%d%.%d (%d%d%d)"))
 end
 
+-- "ready" (health path answered 200), "loading" (it answered something else:
+-- the server is up but not ready) or "unreachable" (no answer: refused, reset,
+-- timed out; the local proxy reports 502/504).
+function _M.classify(status)
+    if status == 200 then
+        return "ready"
+    elseif status == nil or status == 502 or status == 504 then
+        return "unreachable"
+    end
+    return "loading"
+end
+
 local function check(premature, route, settings)
     if premature then
         return
     end
     -- The local location's own timeouts bound the model's answer; give it 1 s more.
     local status, err = _M.probe(settings.port, route.upstream, (settings.timeoutSeconds + 1) * 1000)
-    local ready = status == 200
+    local state = _M.classify(status)
     local dict = ngx.shared[_M.DICT]
     local was = dict:get(route.name)
-    dict:set(route.name, ready, settings.intervalSeconds * 3)
-    if was ~= nil and was ~= ready then
-        ngx.log(ngx.NOTICE, "model ", route.name, " is now ", ready and "ready" or "not ready",
-            " (health status ", status or err, ")")
+    dict:set(route.name, state, settings.intervalSeconds * 3)
+    if was ~= state then
+        ngx.log(ngx.WARN, "model ", route.name, " is ", state, " (health check: ", status or err, ")")
     end
 end
 
@@ -65,9 +76,18 @@ function _M.start()
     end
 end
 
--- true (ready), false (not ready) or nil (unknown: not checked yet, or checks off).
-function _M.ready(name)
+-- "ready", "loading", "unreachable", or nil (not checked yet, or checks off).
+function _M.state(name)
     return ngx.shared[_M.DICT]:get(name)
+end
+
+-- true, false, or nil when unknown.
+function _M.ready(name)
+    local state = ngx.shared[_M.DICT]:get(name)
+    if state == nil then
+        return nil
+    end
+    return state == "ready"
 end
 
 return _M

@@ -20,7 +20,7 @@ local _M = {}
 local array_mt = cjson.array_mt or cjson.empty_array_mt
 
 function _M.entry(route)
-    local ready = health.ready(route.name)
+    local state = health.state(route.name)
     local aliases = {}
     for i, alias in ipairs(route.aliases or {}) do
         aliases[i] = alias
@@ -31,8 +31,8 @@ function _M.entry(route)
         created = config.created,
         owned_by = "llm-stack",
         aliases = setmetatable(aliases, array_mt),
-        ready = ready == nil and null or ready,
-        status = ready == nil and "unknown" or (ready and "ready" or "not_ready"),
+        ready = state == nil and null or state == "ready",
+        status = state or "unknown",
     }
 end
 

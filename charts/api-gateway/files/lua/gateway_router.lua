@@ -67,7 +67,9 @@ function _M.route_for(model, key)
         return nil, errors.new(404, "The model \"" .. tostring(model or route.name) .. "\" does not exist or you "
             .. "do not have access to it; GET /v1/models lists the models you can use.", "model_not_found", "model")
     end
-    if health.ready(route.name) == false then
+    -- Only a server that answers "not ready" gets a 503; an unreachable one is
+    -- proxied and fails fast with 502 (refused) or 504, which says more.
+    if health.state(route.name) == "loading" then
         local retry = tostring(config.health.intervalSeconds or 5)
         return nil, errors.new(503, "The model \"" .. route.name .. "\" is not ready (loading or scaled to zero); "
             .. "retry later.", "model_not_ready", "model", { ["Retry-After"] = retry })

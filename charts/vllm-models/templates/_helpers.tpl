@@ -266,8 +266,8 @@ Argument: dict "model" $m (resolved) "where" "models[i] (name)".
 {{- if and (eq $m.engine "openai") (not (and $m.image.repository (or $m.image.tag $m.image.digest))) }}
 {{ $w }}: engine openai needs image.repository and image.tag (the OpenAI-compatible server's image), set on the entry or in defaults.image.
 {{- end }}
-{{- if and (not (has $m.engine (list "vllm" "sglang" "openai"))) }}
-{{ $w }}: unknown engine "{{ $m.engine }}"; use vllm, sglang or openai.
+{{- if eq (toString $m.image.tag) "latest" }}
+{{ $w }}: image tag "latest" floats; pin a version or a digest (the entry's image, defaults.image, or the engine's image / sglang.image).
 {{- end }}
 {{- if and (gt $tp $gpus) (not (and (eq $gpus 0) (eq $tp 1))) }}
 {{ $w }}: tensorParallelSize {{ $tp }} needs {{ $tp }} GPUs, but gpuRequestCount is {{ $gpus }}; raise gpuRequestCount or lower tensorParallelSize.

@@ -1,0 +1,489 @@
+"""Render tests of charts/vllm-models, grouped by behaviour."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.render import HelmError, find, get, render_chart
+
+CHART = "vllm-models"
+CI = Path(__file__).resolve().parents[2] / "charts" / CHART / "ci"
+ORIGINAL_DESIGN = {
+    "models": [{"huggingfaceId": "microsoft/DialoGPT-medium", "modelName": "dialogpt-medium",
+                "gpuRequestCount": 1, "replicas": 1, "pvcSize": "10Gi"}],
+    "image": {"repository": "vllm/vllm-openai", "tag": "v0.11.0", "pullPolicy": "IfNotPresent"},
+}
+
+
+def model(name="m", **keys):
+    return {"modelName": name, "huggingfaceId": keys.pop("huggingfaceId", "org/model"), **keys}
+
+
+def render(*models, **values):
+    return render_chart(CHART, {"models": list(models), **values})
+
+
+def deployment(manifests, name="m"):
+    return get(manifests, "Deployment", f"vllm-{name}")
+
+
+def container(manifests, name="m"):
+    return deployment(manifests, name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def pod(manifests, name="m"):
+    return deployment(manifests, name)["spec"]["template"]["spec"]
+
+
+def args(manifests, name="m"):
+    return container(manifests, name)["args"]
+
+
+def flag(argv, name):
+    """Value after a flag (the single value of a one-value flag)."""
+    return argv[argv.index(name) + 1]
+
+
+def env(manifests, name="m"):
+    return {e["name"]: e for e in container(manifests, name)["env"]}
+
+
+def volumes(manifests, name="m"):
+    return {v["name"]: v for v in pod(manifests, name)["volumes"]}
+
+
+def mounts(manifests, name="m"):
+    return {m["mountPath"]: m["name"] for m in container(manifests, name)["volumeMounts"]}
+
+
+def fails(values, helm="helm3"):
+    with pytest.raises(HelmError) as err:
+        render_chart(CHART, values, helm=helm)
+    return err.value.stderr
+
+
+# --- the original design ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("helm", ["helm3", "helm4"])
+def test_original_design_values_render_deployment_service_and_pvc(helm):
+    ms = render_chart(CHART, ORIGINAL_DESIGN, helm=helm)
+    assert sorted((m["kind"], m["metadata"]["name"]) for m in ms) == [
+        ("Deployment", "vllm-dialogpt-medium"),
+        ("PersistentVolumeClaim", "vllm-dialogpt-medium-cache"),
+        ("Service", "vllm-dialogpt-medium"),
+    ]
+    c = container(ms, "dialogpt-medium")
+    assert c["image"] == "vllm/vllm-openai:v0.11.0"
+    assert c["imagePullPolicy"] == "IfNotPresent"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert flag(c["args"], "--model") == "microsoft/DialoGPT-medium"
+    assert deployment(ms, "dialogpt-medium")["spec"]["replicas"] == 1
+    pvc = get(ms, "PersistentVolumeClaim", "vllm-dialogpt-medium-cache")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert volumes(ms, "dialogpt-medium")["cache"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+
+
+def test_service_is_vllm_modelname_on_8080_targeting_the_http_port():
+    ms = render(model("qwen", port=8001))
+    svc = get(ms, "Service", "vllm-qwen")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert container(ms, "qwen")["ports"] == [{"name": "http", "containerPort": 8001, "protocol": "TCP"}]
+    assert flag(args(ms, "qwen"), "--port") == "8001"
+    pod_labels = deployment(ms, "qwen")["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_gguf_and_disabled_entries_leave_nothing_behind():
+    ms = render(model("on"), model("off", enabled=False), {"modelName": "tiny", "gguf": "tiny.gguf"})
+    assert {m["metadata"]["name"] for m in ms} == {"vllm-on", "vllm-on-cache"}
+
+
+def test_no_models_renders_nothing():
+    assert render() == []
+
+
+# --- chart-wide defaults -------------------------------------------------------------------------
+
+def test_defaults_apply_and_entry_keys_win_as_a_whole():
+    ms = render(
+        model("a"),
+        model("b", replicas=0, pvcKeep=False, nodeSelector={"pool": "b"}, extraArgs=["--dtype=half"]),
+        model("c", gpuMemoryUtilization=None),
+        defaults={"replicas": 1, "gpuMemoryUtilization": 0.8, "pvcKeep": True, "nodeSelector": {"pool": "gpu", "x": "z"},
+                  "extraArgs": ["--enable-prefix-caching"]},
+    )
+    assert deployment(ms, "a")["spec"]["replicas"] == 1
+    assert pod(ms, "a")["nodeSelector"] == {"pool": "gpu", "x": "z"}
+    assert flag(args(ms, "a"), "--gpu-memory-utilization") == "0.8"
+    assert args(ms, "a")[-1] == "--enable-prefix-caching"
+    # 0, false, a map and a list in the entry replace the default; null means "use the default"
+    assert deployment(ms, "b")["spec"]["replicas"] == 0
+    assert "annotations" not in get(ms, "PersistentVolumeClaim", "vllm-b-cache")["metadata"]
+    assert pod(ms, "b")["nodeSelector"] == {"pool": "b"}
+    assert args(ms, "b")[-1] == "--dtype=half" and "--enable-prefix-caching" not in args(ms, "b")
+    assert flag(args(ms, "c"), "--gpu-memory-utilization") == "0.8"
+
+
+def test_settings_groups_merge_key_by_key():
+    ms = render(
+        model("a", serviceMonitor={"enabled": True}, hfToken={"secretName": "other"}, image={"tag": "v0.11.1"}),
+        defaults={"serviceMonitor": {"enabled": False, "interval": "15s"}, "hfToken": {"secretName": "hf", "key": "tok"}},
+    )
+    assert get(ms, "ServiceMonitor", "vllm-a")["spec"]["endpoints"][0]["interval"] == "15s"
+    assert env(ms, "a")["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "other"
+    assert env(ms, "a")["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "tok"
+    assert container(ms, "a")["image"] == "vllm/vllm-openai:v0.11.1"
+
+
+def test_per_model_keys_are_refused_in_defaults():
+    err = fails({"defaults": {"aliases": ["x"], "enabled": False}, "models": [model()]})
+    assert "defaults.aliases: aliases is per model" in err
+    assert "defaults.enabled: enabled is per model" in err
+
+
+# --- probes and rollout deadline -------------------------------------------------------------
+
+def test_startup_probe_on_health_covers_the_download_budget():
+    ms = render(model("a"), model("b", startupTimeoutMinutes=90))
+    for name, minutes in (("a", 30), ("b", 90)):
+        c = container(ms, name)
+        startup = c["startupProbe"]
+        assert startup["httpGet"] == {"path": "/health", "port": "http"}
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        assert budget == minutes * 60
+        assert deployment(ms, name)["spec"]["progressDeadlineSeconds"] >= budget + 300
+
+
+def test_liveness_and_readiness_never_kill_a_loading_model():
+    c = container(render(model()))
+    for probe in (c["livenessProbe"], c["readinessProbe"]):
+        assert probe["httpGet"]["path"] == "/health"
+        # No initial delay guess: they start only after the startupProbe succeeded.
+        assert "initialDelaySeconds" not in probe
+        assert probe["failureThreshold"] >= 3
+    live = c["livenessProbe"]
+    assert live["periodSeconds"] * live["failureThreshold"] >= 120
+
+
+# --- tensor parallelism and /dev/shm ---------------------------------------------------------
+
+def test_tensor_parallel_size_defaults_to_the_gpu_count():
+    ms = render(model("two", gpuRequestCount=2), model("one"), model("pp", gpuRequestCount=4, tensorParallelSize=2))
+    assert flag(args(ms, "two"), "--tensor-parallel-size") == "2"
+    assert container(ms, "two")["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert flag(args(ms, "one"), "--tensor-parallel-size") == "1"
+    assert flag(args(ms, "pp"), "--tensor-parallel-size") == "2"
+
+
+def test_dev_shm_is_a_memory_emptydir_when_tensor_parallel_above_one():
+    ms = render(model("tp", gpuRequestCount=2, shmSize="16Gi"), model("single"))
+    assert mounts(ms, "tp")["/dev/shm"] == "dshm"
+    assert volumes(ms, "tp")["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert "/dev/shm" not in mounts(ms, "single")
+    assert "dshm" not in volumes(ms, "single")
+
+
+def test_tensor_parallel_above_gpu_count_is_refused():
+    err = fails({"models": [model("big", gpuRequestCount=2, tensorParallelSize=4)]})
+    assert "models[0] (big): tensorParallelSize 4 needs 4 GPUs, but gpuRequestCount is 2" in err
+
+
+# --- vLLM arguments --------------------------------------------------------------------------------
+
+def test_served_model_name_is_the_routed_name_then_the_aliases():
+    argv = args(render(model("qwen", aliases=["Qwen/Qwen2.5-7B-Instruct", "gpt-4o"])), "qwen")
+    i = argv.index("--served-model-name")
+    assert argv[i + 1:i + 4] == ["qwen", "Qwen/Qwen2.5-7B-Instruct", "gpt-4o"]
+    assert argv[i + 4].startswith("--")
+
+
+def test_vllm_command_and_optional_flags():
+    ms = render(model("a", revision="abc123", maxModelLen=131072, gpuMemoryUtilization=0.85, trustRemoteCode=True,
+                      extraArgs=["--dtype=bfloat16"]), model("b"))
+    c = container(ms, "a")
+    assert c["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    argv = c["args"]
+    assert flag(argv, "--revision") == "abc123"
+    assert flag(argv, "--max-model-len") == "131072"
+    assert flag(argv, "--gpu-memory-utilization") == "0.85"
+    assert "--trust-remote-code" in argv and argv[-1] == "--dtype=bfloat16"
+    plain = args(ms, "b")
+    for opt in ("--revision", "--max-model-len", "--gpu-memory-utilization", "--trust-remote-code"):
+        assert opt not in plain
+
+
+def test_args_replace_the_generated_ones_and_extra_args_follow():
+    argv = args(render(model(args=["serve", "org/model"], extraArgs=["--x"])))
+    assert argv == ["serve", "org/model", "--x"]
+
+
+# --- engines ---------------------------------------------------------------------------------
+
+def test_sglang_engine():
+    ms = render(model("sg", engine="sglang", huggingfaceId="Qwen/Qwen2.5-7B-Instruct", aliases=["qwen"], maxModelLen=8192,
+                      gpuMemoryUtilization=0.8, gpuRequestCount=2))
+    c = container(ms, "sg")
+    assert c["image"] == "lmsysorg/sglang:v0.5.5"
+    assert c["command"] == ["python3", "-m", "sglang.launch_server"]
+    argv = c["args"]
+    assert flag(argv, "--model-path") == "Qwen/Qwen2.5-7B-Instruct"
+    assert flag(argv, "--host") == "0.0.0.0"
+    assert flag(argv, "--port") == "8000"
+    assert flag(argv, "--served-model-name") == "sg"
+    assert flag(argv, "--tp") == "2"
+    assert flag(argv, "--context-length") == "8192"
+    assert flag(argv, "--mem-fraction-static") == "0.8"
+    assert "--enable-metrics" not in argv
+    assert c["startupProbe"]["httpGet"]["path"] == "/health"
+    assert "/dev/shm" in mounts(ms, "sg")
+    assert deployment(ms, "sg")["spec"]["template"]["metadata"]["labels"]["llm-stack/engine"] == "sglang"
+
+
+def test_openai_engine_runs_any_image_with_its_command_args_port_and_health_path():
+    ms = render(model("tgi", engine="openai", image={"repository": "ghcr.io/huggingface/text-generation-inference",
+                                                     "tag": "3.3.4"},
+                      command=["text-generation-launcher"], args=["--model-id", "org/model", "--port", "9000"],
+                      port=9000, healthPath="/healthz"))
+    c = container(ms, "tgi")
+    assert c["image"] == "ghcr.io/huggingface/text-generation-inference:3.3.4"
+    assert c["command"] == ["text-generation-launcher"]
+    assert c["args"] == ["--model-id", "org/model", "--port", "9000"]
+    assert c["ports"][0]["containerPort"] == 9000
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert get(ms, "Service", "vllm-tgi")["spec"]["ports"][0]["port"] == 8080
+
+
+def test_openai_engine_without_args_keeps_the_image_entrypoint():
+    c = container(render(model(engine="openai", image={"repository": "example/server", "tag": "1.0"})))
+    assert "command" not in c and "args" not in c
+
+
+def test_openai_engine_without_image_is_refused():
+    err = fails({"models": [model("srv", engine="openai")]})
+    assert "models[0] (srv): engine openai needs image.repository and image.tag" in err
+
+
+def test_unknown_engine_is_refused_by_the_schema():
+    assert "value must be one of 'vllm', 'sglang', 'openai'" in fails({"models": [model(engine="tgi")]})
+
+
+def test_image_digest_pins_and_entry_image_overrides_key_by_key():
+    ms = render(model("a"), model("b", image={"tag": "v0.11.1", "pullPolicy": "Always"}),
+                image={"repository": "registry.local/vllm", "tag": "v0.11.0", "digest": "sha256:" + "a" * 64})
+    assert container(ms, "a")["image"] == "registry.local/vllm@sha256:" + "a" * 64
+    ms = render(model("b", image={"tag": "v0.11.1", "pullPolicy": "Always"}))
+    assert container(ms, "b")["image"] == "vllm/vllm-openai:v0.11.1"
+    assert container(ms, "b")["imagePullPolicy"] == "Always"
+
+
+def test_latest_tag_is_refused():
+    assert 'image tag "latest" floats' in fails({"models": [model(image={"tag": "latest"})]})
+
+
+# --- Hugging Face token and cache ----------------------------------------------------------------
+
+def test_hf_token_comes_from_an_existing_secret_and_a_missing_one_is_an_error_by_default():
+    ms = render(model("gated", hfToken={"secretName": "hf-token"}),
+                model("lenient", hfToken={"secretName": "hf-token", "key": "HF_TOKEN", "optional": True}),
+                model("public"))
+    ref = env(ms, "gated")["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "hf-token", "key": "token", "optional": False}
+    assert "value" not in env(ms, "gated")["HF_TOKEN"]
+    assert env(ms, "lenient")["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "HF_TOKEN",
+                                                                            "optional": True}
+    assert "HF_TOKEN" not in env(ms, "public")
+
+
+def test_plain_token_values_are_refused():
+    assert "at '/models/0/hfToken': got string, want object" in fails({"models": [model(hfToken="hf_x")]})
+    err = fails({"models": [model("m", env=[{"name": "HF_TOKEN", "value": "hf_x"}])]})
+    assert "models[0] (m): env HF_TOKEN has a plain value" in err
+
+
+def test_hf_home_is_on_the_cache_pvc():
+    ms = render(model())
+    hf_home = env(ms)["HF_HOME"]["value"]
+    cache_mount = next(p for p, n in mounts(ms).items() if n == "cache")
+    assert hf_home.startswith(cache_mount + "/")
+    assert volumes(ms)["cache"]["persistentVolumeClaim"]["claimName"] == "vllm-m-cache"
+
+
+def test_user_env_replaces_the_chart_variable_of_the_same_name():
+    e = container(render(model(env=[{"name": "HF_HOME", "value": "/data/hf"}, {"name": "X", "value": "1"}])))["env"]
+    names = [v["name"] for v in e]
+    assert names.count("HF_HOME") == 1 and {"name": "HF_HOME", "value": "/data/hf"} in e
+    assert "X" in names
+
+
+def test_pvc_is_kept_on_uninstall_by_default_and_follows_storage_settings():
+    ms = render(model("a"), model("b", pvcKeep=False, storageClass="-", accessModes=["ReadWriteMany"], pvcSize="1Ti"),
+                model("c", storageClass="fast"))
+    a = get(ms, "PersistentVolumeClaim", "vllm-a-cache")
+    assert a["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert a["spec"]["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in a["spec"]
+    b = get(ms, "PersistentVolumeClaim", "vllm-b-cache")
+    assert "annotations" not in b["metadata"]
+    assert b["spec"]["storageClassName"] == "" and b["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert b["spec"]["resources"]["requests"]["storage"] == "1Ti"
+    assert get(ms, "PersistentVolumeClaim", "vllm-c-cache")["spec"]["storageClassName"] == "fast"
+
+
+def test_existing_claim_replaces_the_pvc():
+    ms = render(model("a", existingClaim="shared-cache", replicas=3))
+    assert find(ms, "PersistentVolumeClaim") == []
+    assert volumes(ms, "a")["cache"]["persistentVolumeClaim"]["claimName"] == "shared-cache"
+
+
+def test_rwo_cache_with_several_replicas_is_refused_with_the_fixes():
+    err = fails({"models": [model("q", replicas=2)]})
+    assert "models[0] (q): replicas 2 with a ReadWriteOnce cache PVC" in err
+    for fix in ("accessModes: [ReadWriteMany]", "existingClaim", "replicas: 1"):
+        assert fix in err
+    render(model("q", replicas=2, accessModes=["ReadWriteMany"]))  # the fix renders
+
+
+def test_every_problem_is_reported_in_one_failure():
+    err = fails({"models": [model("a", replicas=2), model("b", gpuRequestCount=1, tensorParallelSize=2),
+                            model("c", engine="openai")]})
+    assert err.count("vllm-models: invalid values:") == 1
+    assert "models[0] (a)" in err and "models[1] (b)" in err and "models[2] (c)" in err
+
+
+# --- rollout ---------------------------------------------------------------------------------------
+
+def test_gpu_models_never_surge():
+    ms = render(model("one"), model("many", replicas=3, accessModes=["ReadWriteMany"]),
+                model("cpu", gpuRequestCount=0, accessModes=["ReadWriteMany"]),
+                model("cpu-rwo", gpuRequestCount=0),
+                model("own", strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
+    assert deployment(ms, "one")["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment(ms, "many")["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert deployment(ms, "cpu")["spec"]["strategy"] == {"type": "RollingUpdate"}
+    # A ReadWriteOnce volume cannot follow a surge pod to another node either.
+    assert deployment(ms, "cpu-rwo")["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment(ms, "own")["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1
+
+
+def test_gpu_limit_joins_user_resources_and_resource_name_is_configurable():
+    ms = render(model("a", resources={"limits": {"memory": "32Gi"}, "requests": {"cpu": "4"}}),
+                model("amd", gpuResourceName="amd.com/gpu"), model("cpu", gpuRequestCount=0))
+    assert container(ms, "a")["resources"] == {"limits": {"memory": "32Gi", "nvidia.com/gpu": 1}, "requests": {"cpu": "4"}}
+    assert container(ms, "amd")["resources"]["limits"] == {"amd.com/gpu": 1}
+    assert "resources" not in container(ms, "cpu")
+
+
+# --- pod hardening ---------------------------------------------------------------------------------
+
+def test_pods_are_hardened_non_root_with_a_read_only_root_filesystem():
+    ms = render(model())
+    spec = pod(ms)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    psc = spec["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert (psc["runAsUser"], psc["runAsGroup"], psc["fsGroup"]) == (1000, 1000, 1000)
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    csc = container(ms)["securityContext"]
+    assert csc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_every_path_the_engines_write_is_a_volume():
+    ms = render(model())
+    m, v, e = mounts(ms), volumes(ms), env(ms)
+    assert v[m["/tmp"]]["emptyDir"] == {}
+    home = e["HOME"]["value"]
+    assert v[m[home]]["emptyDir"] == {}  # ~/.cache, ~/.triton, ~/.config
+    assert e["USER"]["value"]  # torch's getpass.getuser() fails for a UID without a passwd entry
+    assert "persistentVolumeClaim" in v[m["/data"]]
+
+
+def test_entry_can_relax_the_container_security_context():
+    ms = render(model(engine="openai", image={"repository": "x/y", "tag": "1"},
+                      securityContext={"readOnlyRootFilesystem": False, "allowPrivilegeEscalation": False}))
+    assert container(ms)["securityContext"]["readOnlyRootFilesystem"] is False
+
+
+def test_selectors_hold_only_name_instance_and_model():
+    ms = render(model("a", podLabels={"team": "ml", "llm-stack/model": "hijack"}))
+    d = deployment(ms, "a")
+    assert d["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "vllm-models", "app.kubernetes.io/instance": "test", "llm-stack/model": "a"}
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "ml" and labels["llm-stack/model"] == "a"
+    assert get(ms, "Service", "vllm-a")["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+
+
+def test_longest_model_name_fits_every_object_name():
+    name = "m" * 50
+    ms = render(model(name, podDisruptionBudget={"enabled": True}, serviceMonitor={"enabled": True}))
+    assert len(ms) == 5
+    for m in ms:
+        assert len(m["metadata"]["name"]) <= 63
+
+
+def test_objects_go_to_the_model_namespace():
+    ms = render(model(), **{"global": {"modelNamespace": "models"}})
+    assert {m["metadata"]["namespace"] for m in ms} == {"models"}
+    assert {m["metadata"]["namespace"] for m in render(model())} == {"llm"}
+
+
+# --- PodDisruptionBudget ---------------------------------------------------------------------------
+
+def test_pdb_is_off_by_default():
+    assert find(render(model()), "PodDisruptionBudget") == []
+
+
+@pytest.mark.parametrize("kube_version, api_versions, expected", [
+    ("v1.20.0", ["policy/v1beta1/PodDisruptionBudget"], "policy/v1beta1"),
+    ("v1.21.0", ["policy/v1/PodDisruptionBudget", "policy/v1beta1/PodDisruptionBudget"], "policy/v1"),
+    ("v1.25.0", ["policy/v1/PodDisruptionBudget"], "policy/v1"),
+    ("v1.34.0", [], "policy/v1"),
+])
+def test_pdb_uses_the_api_version_the_cluster_serves(kube_version, api_versions, expected):
+    ms = render_chart(CHART, {"models": [model(podDisruptionBudget={"enabled": True,
+                                                                     "unhealthyPodEvictionPolicy": "AlwaysAllow"})]},
+                      kube_version=kube_version, api_versions=api_versions)
+    pdb = get(ms, "PodDisruptionBudget", "vllm-m")
+    assert pdb["apiVersion"] == expected
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"]["llm-stack/model"] == "m"
+    # The field exists only in policy/v1.
+    assert ("unhealthyPodEvictionPolicy" in pdb["spec"]) == (expected == "policy/v1")
+
+
+def test_pdb_min_available_replaces_max_unavailable():
+    ms = render(model(replicas=3, accessModes=["ReadWriteMany"],
+                      podDisruptionBudget={"enabled": True, "minAvailable": "50%"}))
+    spec = get(ms, "PodDisruptionBudget", "vllm-m")["spec"]
+    assert spec["minAvailable"] == "50%" and "maxUnavailable" not in spec
+
+
+@pytest.mark.parametrize("helm", ["helm3", "helm4"])
+def test_whole_chart_renders_for_kubernetes_1_20(helm):
+    ms = render_chart(CHART, None, values_files=[CI / "full-values.yaml"], helm=helm,
+                      kube_version="v1.20.0", api_versions=["policy/v1beta1/PodDisruptionBudget"])
+    assert {m["apiVersion"] for m in find(ms, "PodDisruptionBudget")} == {"policy/v1beta1"}
+    assert len(find(ms, "Deployment")) == 4
+
+
+# --- ServiceMonitor --------------------------------------------------------------------------------
+
+def test_service_monitor_is_off_by_default():
+    assert find(render(model()), "ServiceMonitor") == []
+
+
+def test_service_monitor_scrapes_the_model_service():
+    ms = render(model("a", serviceMonitor={"enabled": True, "interval": "15s", "scrapeTimeout": "10s",
+                                           "labels": {"release": "prometheus"}}),
+                model("sg", engine="sglang", serviceMonitor={"enabled": True}))
+    sm = get(ms, "ServiceMonitor", "vllm-a")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]
+    svc = get(ms, "Service", "vllm-a")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    # SGLang serves /metrics only when asked.
+    assert "--enable-metrics" in args(ms, "sg")

@@ -10,35 +10,38 @@ local auth = require "gateway_auth"
 local health = require "gateway_health"
 
 local ngx = ngx
+local tostring = tostring
+local concat = table.concat
 local ipairs = ipairs
-local setmetatable = setmetatable
 local encode = cjson.encode
-local null = cjson.null
 
 local _M = {}
 
-local array_mt = cjson.array_mt or cjson.empty_array_mt
-
-function _M.entry(route)
-    local state = health.state(route.name)
-    local aliases = {}
-    for i, alias in ipairs(route.aliases or {}) do
-        aliases[i] = alias
+-- A JSON list, "[]" when empty (Debian's lua-cjson has no array metatable and
+-- would write an empty table as {}).
+local function json_list(items)
+    if #items == 0 then
+        return "[]"
     end
-    return {
-        id = route.name,
-        object = "model",
-        created = config.created,
-        owned_by = "llm-stack",
-        aliases = setmetatable(aliases, array_mt),
-        ready = state == nil and null or state == "ready",
-        status = state or "unknown",
-    }
+    return encode(items)
 end
 
-local function respond(value)
+-- One model object, as JSON text (fields in a fixed order).
+function _M.entry(route)
+    local state = health.state(route.name)
+    local ready = state == nil and "null" or tostring(state == "ready")
+    return concat({
+        '{"id":', encode(route.name),
+        ',"object":"model","created":', config.created or 0,
+        ',"owned_by":"llm-stack","aliases":', json_list(route.aliases or {}),
+        ',"ready":', ready,
+        ',"status":', encode(state or "unknown"), "}",
+    })
+end
+
+local function respond(text)
     ngx.header["Content-Type"] = "application/json"
-    ngx.print(encode(value), "\n")
+    ngx.print(text, "\n")
 end
 
 local function allowed_caller()
@@ -61,7 +64,7 @@ function _M.list()
             data[#data + 1] = _M.entry(route)
         end
     end
-    respond({ object = "list", data = setmetatable(data, array_mt) })
+    respond('{"object":"list","data":[' .. concat(data, ",") .. "]}")
 end
 
 -- GET /v1/models/{id}: by name or alias.

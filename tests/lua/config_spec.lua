@@ -1,0 +1,94 @@
+local stub = require "ngx_stub"
+local cjson = require "cjson.safe"
+
+local function config_dir(routes, settings)
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir) == 0 or true)
+    stub.write_file(dir .. "/routes.json", cjson.encode(routes))
+    stub.write_file(dir .. "/gateway.json", cjson.encode(settings))
+    return dir
+end
+
+local ROUTES = {
+    defaultModel = "b",
+    routes = {
+        { name = "a", aliases = { "org/A" }, upstream = "gateway-model-a", host = "a" },
+        { name = "b", aliases = {}, upstream = "gateway-model-b", host = "b" },
+    },
+}
+
+describe("gateway_config", function()
+    local config
+    before_each(function()
+        stub.reset()
+        config = require "gateway_config"
+    end)
+
+    it("parses nginx sizes", function()
+        assert.equal(64 * 1024 * 1024, config.parse_size("64m"))
+        assert.equal(512 * 1024, config.parse_size("512K"))
+        assert.equal(1000, config.parse_size("1000"))
+        assert.equal(2 * 1024 ^ 3, config.parse_size("2g"))
+        assert.is_nil(config.parse_size("1.5m"))
+        assert.is_nil(config.parse_size("64mb"))
+        assert.is_nil(config.parse_size(nil))
+    end)
+
+    it("indexes names and aliases, and refuses a name used twice", function()
+        local by_name = assert(config.index_routes(ROUTES.routes))
+        assert.equal("a", by_name["org/A"].name)
+        assert.equal("b", by_name.b.name)
+        local _, err = config.index_routes({ { name = "a", upstream = "u" }, { name = "b", aliases = { "a" }, upstream = "v" } })
+        assert.matches('"a" is used twice', err)
+    end)
+
+    it("loads routes, the default model and settings", function()
+        local dir = config_dir(ROUTES, { body = { maxSize = "1m" }, auth = { enabled = false },
+                                         healthCheck = { enabled = true, intervalSeconds = 5 } })
+        config.init(dir)
+        assert.is_true(config.loaded)
+        assert.equal("b", config.default_route.name)
+        assert.equal(1024 * 1024, config.max_body)
+        assert.is_false(config.auth_enabled)
+        assert.equal(5, config.health.intervalSeconds)
+    end)
+
+    it("has no default model when defaultModel is empty", function()
+        local dir = config_dir({ defaultModel = "", routes = ROUTES.routes }, { body = { maxSize = "1m" } })
+        config.init(dir)
+        assert.is_nil(config.default_route)
+    end)
+
+    it("stops nginx with a message on a broken file", function()
+        local dir = config_dir(ROUTES, { body = { maxSize = "lots" } })
+        assert.has_error(function() config.init(dir) end, "api-gateway: gateway.json: body.maxSize is not an nginx size")
+        stub.write_file(dir .. "/routes.json", "{not json")
+        assert.has_error(function() config.init(dir) end)
+    end)
+
+    it("loads API keys: digests only, models resolved through aliases", function()
+        local by_name = assert(config.index_routes(ROUTES.routes))
+        local keys = assert(config.load_keys({
+            { name = "all", key = "sk-0123456789abcdef", models = { "*" }, requestsPerMinute = 60 },
+            { name = "some", key = "sk-fedcba9876543210", models = { "org/A", "missing" } },
+        }, by_name, ngx.sha1_bin))
+        assert.equal("digest:sk-0123456789abcdef", keys[1].digest)
+        assert.is_nil(keys[1].key)
+        assert.is_true(keys[1].all)
+        assert.equal(60, keys[1].requests_per_minute)
+        assert.same({ a = true }, keys[2].models)
+        assert.is_nil(keys[2].requests_per_minute)
+    end)
+
+    it("refuses bad API key entries", function()
+        local by_name = assert(config.index_routes(ROUTES.routes))
+        for _, entries in ipairs({ {}, { { key = "sk-0123456789abcdef" } }, { { name = "x", key = "short" } },
+                                   { { name = "x", key = "sk-0123456789abcdef", requestsPerMinute = -1 } },
+                                   { { name = "x", key = "sk-0123456789abcdef", models = "a" } } }) do
+            local keys, err = config.load_keys(entries, by_name, ngx.sha1_bin)
+            assert.is_nil(keys)
+            assert.is_string(err)
+        end
+    end)
+end)

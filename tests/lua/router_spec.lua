@@ -1,0 +1,155 @@
+local stub = require "ngx_stub"
+
+local ROUTES = {
+    { name = "a", aliases = { "org/A" }, upstream = "gateway-model-a", host = "svc-a.ns.svc.cluster.local" },
+    { name = "b", aliases = {}, upstream = "gateway-model-b", host = "svc-b.ns.svc.cluster.local" },
+}
+
+-- A router over a loaded config, with the request described by opts.
+local function setup(opts, settings)
+    opts.var = opts.var or {}
+    opts.var.uri = opts.var.uri or "/v1/chat/completions"
+    local fake = stub.reset(opts)
+    local config = require "gateway_config"
+    config.routes = ROUTES
+    config.by_name = assert(config.index_routes(ROUTES))
+    config.default_route = ROUTES[1]
+    config.max_body = 1024
+    config.auth_enabled = false
+    config.health = { enabled = true, intervalSeconds = 5 }
+    config.loaded = true
+    for k, v in pairs(settings or {}) do
+        config[k] = v
+    end
+    return fake, require "gateway_router"
+end
+
+local function error_of(fake)
+    return fake.status, stub.sent_json(fake).error
+end
+
+describe("gateway_router.access", function()
+    it("routes by the body's model and sets the nginx variables", function()
+        local fake, router = setup({ body = '{"model":"org/A","messages":[]}' })
+        router.access()
+        assert.is_nil(fake.sent.exited)
+        assert.equal("a", fake.var.gateway_model)
+        assert.equal("gateway-model-a", fake.var.gateway_upstream)
+        assert.equal("svc-a.ns.svc.cluster.local", fake.var.gateway_upstream_host)
+        assert.equal("org/A", fake.var.gateway_requested_model)
+    end)
+
+    it("uses the default model when the body has none", function()
+        local fake, router = setup({ body = '{"messages":[]}' })
+        router.access()
+        assert.equal("a", fake.var.gateway_model)
+    end)
+
+    it("answers 400 without a model when there is no default", function()
+        local fake, router = setup({ body = '{"messages":[]}' }, { default_route = false })
+        router.access()
+        local status, err = error_of(fake)
+        assert.equal(400, status)
+        assert.equal("model_required", err.code)
+    end)
+
+    it("answers 404 model_not_found for an unknown model, pointing at /v1/models", function()
+        local fake, router = setup({ body = '{"model":"nope"}' })
+        router.access()
+        local status, err = error_of(fake)
+        assert.equal(404, status)
+        assert.equal("model_not_found", err.code)
+        assert.matches("/v1/models", err.message)
+        assert.equal("", fake.var.gateway_model or "")
+    end)
+
+    it("answers 400 for invalid JSON and wrong content types", function()
+        local fake, router = setup({ body = '{"model":' })
+        router.access()
+        assert.equal(400, (error_of(fake)))
+        fake, router = setup({ body = '{"model":"a"}', var = { content_type = "text/plain" } })
+        router.access()
+        local status, err = error_of(fake)
+        assert.equal(400, status)
+        assert.equal("invalid_content_type", err.code)
+    end)
+
+    it("accepts JSON content types with parameters", function()
+        local fake, router = setup({ body = '{"model":"a"}', var = { content_type = "Application/JSON; charset=utf-8" } })
+        router.access()
+        assert.equal("a", fake.var.gateway_model)
+    end)
+
+    it("answers 405 to other methods than POST", function()
+        local fake, router = setup({ method = "GET", body = "" })
+        router.access()
+        assert.equal(405, fake.status)
+        assert.equal("POST", fake.header.Allow)
+    end)
+
+    it("answers 413 from Content-Length before reading", function()
+        local fake, router = setup({ body = "{}", var = { http_content_length = "4096" } })
+        router.access()
+        assert.equal(413, fake.status)
+        assert.is_nil(fake.sent.body_read)
+    end)
+
+    it("answers 503 with Retry-After for a model whose server says it is not ready", function()
+        local fake, router = setup({ body = '{"model":"b"}' })
+        fake.shared.gateway_health:set("b", "loading")
+        router.access()
+        local status, err = error_of(fake)
+        assert.equal(503, status)
+        assert.equal("model_not_ready", err.code)
+        assert.equal("5", fake.header["Retry-After"])
+    end)
+
+    it("proxies a model whose server is unreachable (nginx then answers 502/504)", function()
+        local fake, router = setup({ body = '{"model":"b"}' })
+        fake.shared.gateway_health:set("b", "unreachable")
+        router.access()
+        assert.equal("b", fake.var.gateway_model)
+    end)
+end)
+
+describe("gateway_router with API keys", function()
+    local KEYS = {
+        { name = "team-b", digest = "digest:sk-bbbbbbbbbbbbbbbb", all = false, models = { b = true },
+          requests_per_minute = 2 },
+    }
+
+    it("answers 401 before reading the body", function()
+        local fake, router = setup({ body = '{"model":"b"}' }, { auth_enabled = true, keys = KEYS })
+        router.access()
+        assert.equal(401, fake.status)
+        assert.is_nil(fake.sent.body_read)
+    end)
+
+    it("routes an allowed model and logs the key's name, never the key", function()
+        local fake, router = setup({ body = '{"model":"b"}', var = { http_authorization = "Bearer sk-bbbbbbbbbbbbbbbb" } },
+            { auth_enabled = true, keys = KEYS })
+        router.access()
+        assert.equal("b", fake.var.gateway_model)
+        assert.equal("team-b", fake.var.gateway_key)
+    end)
+
+    it("answers 404 for a model the key may not use", function()
+        local fake, router = setup({ body = '{"model":"a"}', var = { http_authorization = "Bearer sk-bbbbbbbbbbbbbbbb" } },
+            { auth_enabled = true, keys = KEYS })
+        router.access()
+        assert.equal(404, fake.status)
+        assert.equal("model_not_found", stub.sent_json(fake).error.code)
+    end)
+
+    it("answers 429 with Retry-After over the key's rate", function()
+        local fake, router = setup({ body = '{"model":"b"}', var = { http_authorization = "Bearer sk-bbbbbbbbbbbbbbbb" } },
+            { auth_enabled = true, keys = KEYS })
+        router.access()
+        router.access()
+        assert.is_nil(fake.sent.exited)
+        router.access()
+        assert.equal(429, fake.status)
+        assert.equal("rate_limit_exceeded", stub.sent_json(fake).error.code)
+        assert.truthy(tonumber(fake.header["Retry-After"]))
+    end)
+end)

@@ -105,14 +105,17 @@ def test_no_models_renders_nothing():
 
 # --- chart-wide defaults -------------------------------------------------------------------------
 
-def test_defaults_apply_and_entry_keys_win_as_a_whole():
-    ms = render(
-        model("a"),
-        model("b", replicas=0, pvcKeep=False, nodeSelector={"pool": "b"}, extraArgs=["--dtype=half"]),
-        model("c", gpuMemoryUtilization=None),
-        defaults={"replicas": 1, "gpuMemoryUtilization": 0.8, "pvcKeep": True, "nodeSelector": {"pool": "gpu", "x": "z"},
-                  "extraArgs": ["--enable-prefix-caching"]},
-    )
+@pytest.mark.parametrize("helm", ["helm3", "helm4"])
+def test_defaults_apply_and_entry_keys_win_as_a_whole(helm):
+    ms = render_chart(CHART, {
+        "models": [
+            model("a"),
+            model("b", replicas=0, pvcKeep=False, nodeSelector={"pool": "b"}, extraArgs=["--dtype=half"]),
+            model("c", gpuMemoryUtilization=None),
+        ],
+        "defaults": {"replicas": 1, "gpuMemoryUtilization": 0.8, "pvcKeep": True,
+                     "nodeSelector": {"pool": "gpu", "x": "z"}, "extraArgs": ["--enable-prefix-caching"]},
+    }, helm=helm)
     assert deployment(ms, "a")["spec"]["replicas"] == 1
     assert pod(ms, "a")["nodeSelector"] == {"pool": "gpu", "x": "z"}
     assert flag(args(ms, "a"), "--gpu-memory-utilization") == "0.8"
@@ -168,8 +171,10 @@ def test_liveness_and_readiness_never_kill_a_loading_model():
 
 # --- tensor parallelism and /dev/shm ---------------------------------------------------------
 
-def test_tensor_parallel_size_defaults_to_the_gpu_count():
-    ms = render(model("two", gpuRequestCount=2), model("one"), model("pp", gpuRequestCount=4, tensorParallelSize=2))
+@pytest.mark.parametrize("helm", ["helm3", "helm4"])
+def test_tensor_parallel_size_defaults_to_the_gpu_count(helm):
+    ms = render_chart(CHART, {"models": [model("two", gpuRequestCount=2), model("one"),
+                                         model("pp", gpuRequestCount=4, tensorParallelSize=2)]}, helm=helm)
     assert flag(args(ms, "two"), "--tensor-parallel-size") == "2"
     assert container(ms, "two")["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert flag(args(ms, "one"), "--tensor-parallel-size") == "1"
@@ -321,7 +326,8 @@ def test_pvc_is_kept_on_uninstall_by_default_and_follows_storage_settings():
     ms = render(model("a"), model("b", pvcKeep=False, storageClass="-", accessModes=["ReadWriteMany"], pvcSize="1Ti"),
                 model("c", storageClass="fast"))
     a = get(ms, "PersistentVolumeClaim", "vllm-a-cache")
-    assert a["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert a["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep",
+                                            "argocd.argoproj.io/sync-options": "Delete=false"}
     assert a["spec"]["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in a["spec"]
     b = get(ms, "PersistentVolumeClaim", "vllm-b-cache")
     assert "annotations" not in b["metadata"]

@@ -1,0 +1,392 @@
+"""charts/ramalama-models: GGUF files from a host path, served by llama-server (one Deployment and Service per model)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.render import HelmError, find, get, render_chart
+
+CHART = "ramalama-models"
+REPO = Path(__file__).resolve().parents[2]
+TINY = {"modelName": "tiny", "gguf": "tiny.gguf"}
+
+
+def render(values=None, **kw):
+    return render_chart(CHART, values or {}, **kw)
+
+
+def deployment(manifests, name="tiny"):
+    return get(manifests, "Deployment", f"ramalama-{name}")
+
+
+def pod(manifests, name="tiny"):
+    return deployment(manifests, name)["spec"]["template"]["spec"]
+
+
+def server(manifests, name="tiny"):
+    containers = pod(manifests, name)["containers"]
+    assert [c["name"] for c in containers] == ["llama-server"]
+    return containers[0]
+
+
+def flag(args, name):
+    """Value after a flag, or None when the flag is absent."""
+    return args[args.index(name) + 1] if name in args else None
+
+
+def volume(manifests, volume_name, name="tiny"):
+    (vol,) = [v for v in pod(manifests, name)["volumes"] if v["name"] == volume_name]
+    return vol
+
+
+class TestCommand:
+    def test_llama_server_runs_with_an_explicit_command_in_ramalamas_shape(self):
+        c = server(render({"models": [{**TINY, "contextSize": 2048, "threads": 4}]}))
+        assert c["command"] == ["llama-server"]
+        assert c["args"] == ["--host", "0.0.0.0", "--port", "8080", "--model", "/mnt/models/tiny.gguf",
+                             "--alias", "tiny", "--ctx-size", "2048", "-ngl", "0", "--threads", "4"]
+
+    def test_alias_is_the_routed_model_name(self):
+        args = server(render({"models": [{**TINY, "aliases": ["tiny-chat"]}]}))["args"]
+        assert flag(args, "--alias") == "tiny"
+
+    def test_threads_is_left_to_llama_server_when_unset(self):
+        assert "--threads" not in server(render({"models": [TINY]}))["args"]
+
+    def test_extra_args_come_after_the_charts_own_and_metrics_adds_its_flag(self):
+        args = server(render({"models": [{**TINY, "extraArgs": ["--jinja", "--flash-attn"]}],
+                              "metrics": {"enabled": True}}))["args"]
+        assert args[-3:] == ["--metrics", "--jinja", "--flash-attn"]
+
+    def test_nested_model_path_is_under_the_mount(self):
+        m = render({"models": [{"modelName": "q", "gguf": "./qwen/q4.gguf"}]})
+        assert flag(server(m, "q")["args"], "--model") == "/mnt/models/qwen/q4.gguf"
+
+
+class TestCatalog:
+    def test_shared_models_yaml_deploys_only_its_gguf_entries(self):
+        m = render(values_files=[REPO / "models.yaml"])
+        assert sorted(d["metadata"]["name"] for d in find(m, "Deployment")) == ["ramalama-tinyllama-gguf"]
+        assert sorted(s["metadata"]["name"] for s in find(m, "Service")) == ["ramalama-tinyllama-gguf"]
+        assert flag(server(m, "tinyllama-gguf")["args"], "--ctx-size") == "2048"
+
+    def test_disabled_entry_leaves_no_object_behind(self):
+        m = render({"models": [TINY, {"modelName": "off", "gguf": "off.gguf", "enabled": False}],
+                    "fetch": {"enabled": True}, "podDisruptionBudget": {"enabled": True},
+                    "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}})
+        assert not [o for o in m if "off" in o["metadata"]["name"]]
+        assert deployment(m)
+
+    def test_no_models_renders_nothing(self):
+        assert render({"models": []}) == []
+
+
+class TestDefaults:
+    def test_defaults_fill_keys_the_entry_lacks(self):
+        m = render({"defaults": {"replicas": 3, "contextSize": 8192, "threads": 6, "extraArgs": ["--jinja"],
+                                 "nodeSelector": {"disk": "models"}},
+                    "models": [TINY]})
+        args = server(m)["args"]
+        assert deployment(m)["spec"]["replicas"] == 3
+        assert (flag(args, "--ctx-size"), flag(args, "--threads"), args[-1]) == ("8192", "6", "--jinja")
+        assert pod(m)["nodeSelector"] == {"disk": "models"}
+
+    def test_entry_keys_win_whole_even_when_zero(self):
+        m = render({"defaults": {"accelerator": "cuda", "replicas": 2, "extraArgs": ["--jinja"],
+                                 "nodeSelector": {"a": "1"}, "resources": {"requests": {"cpu": "1"}}},
+                    "models": [{**TINY, "replicas": 0, "gpuLayers": 0, "extraArgs": ["--no-warmup"],
+                                "nodeSelector": {"b": "2"}, "resources": {"limits": {"memory": "1Gi"}}}]})
+        args = server(m)["args"]
+        assert deployment(m)["spec"]["replicas"] == 0
+        assert flag(args, "-ngl") == "0"
+        assert args[-1] == "--no-warmup" and "--jinja" not in args
+        assert pod(m)["nodeSelector"] == {"b": "2"}
+        assert server(m)["resources"] == {"limits": {"memory": "1Gi", "nvidia.com/gpu": 1}}
+
+    def test_null_in_an_entry_means_use_the_default(self):
+        m = render({"defaults": {"threads": 8}, "models": [{**TINY, "threads": None}]})
+        assert flag(server(m)["args"], "--threads") == "8"
+
+
+class TestService:
+    def test_service_is_ramalama_name_on_8080_and_selects_only_this_models_pods(self):
+        m = render({"models": [TINY, {"modelName": "other", "gguf": "o.gguf"}]})
+        svc = get(m, "Service", "ramalama-tiny")
+        assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+        selector = svc["spec"]["selector"]
+        assert selector == deployment(m)["spec"]["selector"]["matchLabels"]
+        assert set(selector) == {"app.kubernetes.io/name", "app.kubernetes.io/instance", "llm-stack/model"}
+        assert selector.items() <= deployment(m)["spec"]["template"]["metadata"]["labels"].items()
+        assert selector["llm-stack/model"] == "tiny"
+        assert server(m)["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+
+    def test_every_object_goes_to_the_model_namespace(self):
+        m = render({"models": [TINY], "global": {"modelNamespace": "models"}, "fetch": {"enabled": True},
+                    "serviceAccount": {"create": True}}, namespace="tools")
+        assert m and {o["metadata"]["namespace"] for o in m} == {"models"}
+        assert {o["metadata"]["namespace"] for o in render({"models": [TINY]}, namespace="tools")} == {"tools"}
+
+    def test_names_fit_with_the_longest_model_name(self):
+        long = "m" * 50
+        m = render({"models": [{"modelName": long, "gguf": "x.gguf", "url": "https://e.x/x.gguf"}],
+                    "fetch": {"enabled": True}, "podDisruptionBudget": {"enabled": True}},
+                   release="r" * 53)
+        assert get(m, "Service", f"ramalama-{long}")
+        assert all(len(o["metadata"]["name"]) <= 63 for o in m)
+
+
+class TestProbes:
+    def test_startup_readiness_and_liveness_use_health_on_the_http_port(self):
+        c = server(render({"models": [TINY]}))
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+
+    def test_rollout_deadline_covers_the_load_budget(self):
+        m = render({"models": [TINY], "probes": {"startup": {"periodSeconds": 20, "failureThreshold": 90}}})
+        startup = server(m)["startupProbe"]
+        assert (startup["periodSeconds"], startup["failureThreshold"]) == (20, 90)
+        assert deployment(m)["spec"]["progressDeadlineSeconds"] >= 20 * 90
+
+    def test_rollout_deadline_adds_the_download_time_when_fetching(self):
+        values = {"models": [{**TINY, "url": "https://e.x/tiny.gguf"}], "fetch": {"timeoutSeconds": 7200}}
+        off = deployment(render(values))["spec"]["progressDeadlineSeconds"]
+        on = deployment(render({**values, "fetch": {"enabled": True, "timeoutSeconds": 7200}}))
+        assert on["spec"]["progressDeadlineSeconds"] >= off + 7200
+
+
+class TestHostPath:
+    def test_model_directory_is_a_hostpath_mounted_read_only(self):
+        m = render({"models": [TINY], "hostPath": {"path": "/data/gguf", "type": "Directory"}})
+        assert volume(m, "models")["hostPath"] == {"path": "/data/gguf", "type": "Directory"}
+        (mount,) = [v for v in server(m)["volumeMounts"] if v["name"] == "models"]
+        assert mount == {"name": "models", "mountPath": "/mnt/models", "readOnly": True}
+
+
+class TestAccelerators:
+    def test_cpu_has_no_gpu_resources_devices_or_offload(self):
+        m = render({"models": [{**TINY, "resources": {"limits": {"cpu": "2"}}}]})
+        c = server(m)
+        assert c["image"] == "quay.io/ramalama/ramalama:0.12.4"
+        assert c["resources"] == {"limits": {"cpu": "2"}}
+        assert flag(c["args"], "-ngl") == "0"
+        assert {v["name"] for v in pod(m)["volumes"]} == {"models", "tmp"}
+        assert "runtimeClassName" not in pod(m) and "strategy" not in deployment(m)["spec"]
+
+    def test_cuda_limits_nvidia_gpus_offloads_all_layers_and_never_surges(self):
+        m = render({"defaults": {"accelerator": "cuda", "gpuRequestCount": 2},
+                    "accelerators": {"cuda": {"runtimeClassName": "nvidia"}}, "models": [TINY]})
+        c = server(m)
+        assert c["image"] == "quay.io/ramalama/cuda:0.12.4"
+        assert c["resources"]["limits"] == {"nvidia.com/gpu": 2}
+        assert flag(c["args"], "-ngl") == "999"
+        assert pod(m)["runtimeClassName"] == "nvidia"
+        assert deployment(m)["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+    def test_rocm_limits_amd_gpus_and_mounts_kfd_and_dri(self):
+        m = render({"defaults": {"accelerator": "rocm"}, "accelerators": {"rocm": {"supplementalGroups": [44]}},
+                    "models": [TINY]})
+        c = server(m)
+        assert c["image"] == "quay.io/ramalama/rocm:0.12.4"
+        assert c["resources"]["limits"] == {"amd.com/gpu": 1}
+        devices = {v["hostPath"]["path"]: v["hostPath"]["type"] for v in pod(m)["volumes"]
+                   if v["name"].startswith("device-")}
+        assert devices == {"/dev/kfd": "CharDevice", "/dev/dri": "Directory"}
+        assert {v["mountPath"] for v in c["volumeMounts"] if v["name"].startswith("device-")} == set(devices)
+        assert pod(m)["securityContext"]["supplementalGroups"] == [44]
+
+    def test_vulkan_mounts_dri_without_a_gpu_resource(self):
+        m = render({"defaults": {"accelerator": "vulkan"}, "models": [TINY]})
+        c = server(m)
+        assert "resources" not in c
+        assert [v["hostPath"] for v in pod(m)["volumes"] if v["name"].startswith("device-")] == [
+            {"path": "/dev/dri", "type": "Directory"}]
+        assert flag(c["args"], "-ngl") == "999"
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False and "privileged" not in c["securityContext"]
+
+    def test_privileged_device_access_is_an_explicit_opt_in(self):
+        m = render({"defaults": {"accelerator": "vulkan"}, "accelerators": {"vulkan": {"privileged": True}},
+                    "models": [TINY]})
+        sc = server(m)["securityContext"]
+        # The API server refuses privileged with allowPrivilegeEscalation false.
+        assert sc["privileged"] is True and sc["allowPrivilegeEscalation"] is True
+
+    def test_mixed_cluster_picks_the_flavour_per_model(self):
+        m = render({"models": [TINY, {"modelName": "big", "gguf": "big.gguf", "accelerator": "cuda",
+                                      "nodeSelector": {"gpu": "yes"}}]})
+        assert server(m)["image"].startswith("quay.io/ramalama/ramalama:")
+        assert server(m, "big")["image"].startswith("quay.io/ramalama/cuda:")
+        assert "nodeSelector" not in pod(m) and pod(m, "big")["nodeSelector"] == {"gpu": "yes"}
+
+    def test_gpu_request_zero_or_an_explicit_limit_is_respected(self):
+        none = server(render({"defaults": {"accelerator": "cuda", "gpuRequestCount": 0}, "models": [TINY]}))
+        assert "resources" not in none
+        own = server(render({"defaults": {"accelerator": "cuda"},
+                             "models": [{**TINY, "resources": {"limits": {"nvidia.com/gpu": 4}}}]}))
+        assert own["resources"]["limits"] == {"nvidia.com/gpu": 4}
+
+    def test_digest_pins_the_image(self):
+        digest = "sha256:" + "a" * 64
+        assert server(render({"models": [TINY], "image": {"digest": digest}}))["image"] == \
+            f"quay.io/ramalama/ramalama@{digest}"
+
+
+class TestSecurity:
+    def test_hardened_defaults(self):
+        m = render({"models": [TINY]})
+        spec = pod(m)
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["enableServiceLinks"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] != 0
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        sc = server(m)["securityContext"]
+        assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                      "capabilities": {"drop": ["ALL"]}}
+        assert volume(m, "tmp")["emptyDir"]["sizeLimit"] == "1Gi"
+        assert {"name": "HOME", "value": "/tmp"} in server(m)["env"]
+
+    def test_created_service_account_never_mounts_a_token(self):
+        m = render({"models": [TINY], "serviceAccount": {"create": True}})
+        (sa,) = find(m, "ServiceAccount")
+        assert sa["automountServiceAccountToken"] is False
+        assert pod(m)["serviceAccountName"] == sa["metadata"]["name"]
+
+
+class TestFetch:
+    FETCHING = {"fetch": {"enabled": True},
+                "models": [{**TINY, "url": "https://mirror.example/tiny.gguf", "sha256": "AB" * 32},
+                           {"modelName": "local", "gguf": "local.gguf"}]}
+
+    def test_off_by_default(self):
+        m = render({"models": [{**TINY, "url": "https://mirror.example/tiny.gguf"}]})
+        assert "initContainers" not in pod(m)
+        assert not find(m, "ConfigMap")
+
+    def test_init_container_downloads_into_a_writable_mount_while_the_server_stays_read_only(self):
+        m = render(self.FETCHING)
+        (init,) = pod(m)["initContainers"]
+        assert init["name"] == "fetch-model"
+        env = {e["name"]: e.get("value") for e in init["env"]}
+        assert env["MODEL_PATH"] == "/mnt/models/tiny.gguf"
+        assert env["MODEL_URL"] == "https://mirror.example/tiny.gguf"
+        assert env["MODEL_SHA256"] == "ab" * 32
+        mounts = {v["name"]: v for v in init["volumeMounts"]}
+        assert mounts["models"]["mountPath"] == "/mnt/models" and not mounts["models"].get("readOnly")
+        assert [v.get("readOnly") for v in server(m)["volumeMounts"] if v["name"] == "models"] == [True]
+        assert init["securityContext"]["allowPrivilegeEscalation"] is False
+
+    def test_entry_without_url_gets_no_init_container(self):
+        assert "initContainers" not in pod(render(self.FETCHING), "local")
+
+    def test_script_comes_from_a_configmap_and_its_checksum_rolls_the_pods(self):
+        m = render(self.FETCHING)
+        (cm,) = find(m, "ConfigMap")
+        assert cm["data"]["fetch.sh"].startswith("#!/bin/sh")
+        assert volume(m, "fetch-script")["configMap"]["name"] == cm["metadata"]["name"]
+        annotations = deployment(m)["spec"]["template"]["metadata"]["annotations"]
+        assert len(annotations["checksum/config"]) == 64
+        assert "annotations" not in deployment(m, "local")["spec"]["template"]["metadata"]
+
+    def test_token_comes_from_an_existing_secret(self):
+        m = render({**self.FETCHING, "fetch": {"enabled": True, "tokenSecret": {"name": "hf", "key": "tok"}}})
+        (init,) = pod(m)["initContainers"]
+        (token,) = [e for e in init["env"] if e["name"] == "FETCH_TOKEN"]
+        assert token["valueFrom"] == {"secretKeyRef": {"name": "hf", "key": "tok"}}
+
+
+@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("sha256sum")), reason="needs curl and sha256sum")
+class TestFetchScript:
+    """Runs the rendered fetch.sh against file:// URLs (curl reads them like https)."""
+
+    @pytest.fixture
+    def run(self, tmp_path):
+        (cm,) = find(render(TestFetch.FETCHING), "ConfigMap")
+        script = tmp_path / "fetch.sh"
+        script.write_text(cm["data"]["fetch.sh"])
+        source = tmp_path / "source.gguf"
+        source.write_bytes(b"GGUF" + os.urandom(64))
+
+        def go(target, sha=""):
+            env = {"PATH": os.environ["PATH"], "MODEL_PATH": str(target), "MODEL_URL": source.as_uri(),
+                   "MODEL_SHA256": sha, "FETCH_TIMEOUT": "30", "POD_NAME": "p-1"}
+            return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+        return go, source
+
+    def test_missing_file_is_downloaded_and_checked(self, run, tmp_path):
+        go, source = run
+        target = tmp_path / "models" / "sub" / "tiny.gguf"
+        proc = go(target, hashlib.sha256(source.read_bytes()).hexdigest())
+        assert proc.returncode == 0, proc.stderr
+        assert target.read_bytes() == source.read_bytes()
+        assert [p.name for p in target.parent.iterdir()] == ["tiny.gguf"]
+
+    def test_present_file_is_left_alone(self, run, tmp_path):
+        go, _ = run
+        target = tmp_path / "tiny.gguf"
+        target.write_bytes(b"already here")
+        assert go(target).returncode == 0
+        assert target.read_bytes() == b"already here"
+
+    def test_checksum_mismatch_fails_and_leaves_nothing(self, run, tmp_path):
+        go, _ = run
+        target = tmp_path / "tiny.gguf"
+        assert go(target, "0" * 64).returncode != 0
+        assert list(tmp_path.glob("tiny.gguf*")) == []
+
+
+class TestOptionalObjects:
+    def test_servicemonitor_scrapes_metrics_of_each_model(self):
+        m = render({"models": [TINY], "metrics": {"enabled": True, "serviceMonitor": {
+            "enabled": True, "labels": {"release": "prom"}}}})
+        sm = get(m, "ServiceMonitor", "ramalama-tiny")
+        assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+        assert sm["spec"]["selector"]["matchLabels"] == get(m, "Service", "ramalama-tiny")["spec"]["selector"]
+        assert sm["metadata"]["labels"]["release"] == "prom"
+
+    def test_pdb_never_blocks_a_drain(self):
+        m = render({"models": [TINY], "podDisruptionBudget": {"enabled": True}})
+        pdb = get(m, "PodDisruptionBudget", "ramalama-tiny")
+        assert pdb["apiVersion"] == "policy/v1"
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+    def test_explicit_strategy_wins(self):
+        m = render({"defaults": {"accelerator": "cuda"}, "models": [TINY], "strategy": {"type": "Recreate"}})
+        assert deployment(m)["spec"]["strategy"] == {"type": "Recreate"}
+
+
+class TestValidation:
+    @pytest.mark.parametrize("gguf, message", [
+        ("/etc/x", 'models[0] (tiny): gguf "/etc/x" must be relative'),
+        ("a/../../b.gguf", 'models[0] (tiny): gguf "a/../../b.gguf" must stay inside hostPath.path'),
+        ("", "models[0] (tiny): gguf is empty"),
+        ("dir/", 'models[0] (tiny): gguf "dir/" names a directory'),
+        ("model.bin", 'models[0] (tiny): gguf "model.bin" must name a .gguf file'),
+    ])
+    def test_bad_gguf_paths_fail_naming_the_model_and_key(self, gguf, message):
+        with pytest.raises(HelmError) as err:
+            render({"models": [{"modelName": "tiny", "gguf": gguf}]})
+        assert message in err.value.stderr
+
+    def test_every_problem_is_reported_at_once(self):
+        with pytest.raises(HelmError) as err:
+            render({"models": [{"modelName": "a", "gguf": "/a"}, {"modelName": "b", "gguf": "b.txt"}]})
+        assert "models[0] (a)" in err.value.stderr and "models[1] (b)" in err.value.stderr
+
+    def test_vllm_entries_are_not_checked_as_gguf_paths(self):
+        m = render({"models": [TINY, {"modelName": "v", "huggingfaceId": "org/v"}]})
+        assert deployment(m)
+
+    def test_uppercase_extension_is_accepted(self):
+        assert deployment(render({"models": [{"modelName": "tiny", "gguf": "Tiny.Q4_K_M.GGUF"}]}))
+
+
+def test_chart_yaml_pins_the_image_tag_it_defaults_to():
+    chart = yaml.safe_load((REPO / "charts" / CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((REPO / "charts" / CHART / "values.yaml").read_text())
+    assert chart["appVersion"] == values["image"]["tag"] != "latest"

@@ -251,6 +251,11 @@ class TestSecurity:
         assert volume(m, "tmp")["emptyDir"]["sizeLimit"] == "1Gi"
         assert {"name": "HOME", "value": "/tmp"} in server(m)["env"]
 
+    def test_entry_env_can_replace_home_without_a_duplicate_name(self):
+        env = server(render({"models": [{**TINY, "env": [{"name": "HOME", "value": "/cache"},
+                                                          {"name": "X", "value": "1"}]}]}))["env"]
+        assert env == [{"name": "HOME", "value": "/cache"}, {"name": "X", "value": "1"}]
+
     def test_created_service_account_never_mounts_a_token(self):
         m = render({"models": [TINY], "serviceAccount": {"create": True}})
         (sa,) = find(m, "ServiceAccount")

@@ -387,6 +387,12 @@ class TestValidation:
         m = render({"models": [TINY, {"modelName": "v", "huggingfaceId": "org/v"}]})
         assert deployment(m)
 
+    def test_disabled_entries_are_checked_too(self):
+        # The schema checks every entry of the shared catalog; the paths are checked the same way.
+        with pytest.raises(HelmError) as err:
+            render({"models": [{"modelName": "off", "gguf": "/etc/passwd", "enabled": False}]})
+        assert 'models[0] (off): gguf "/etc/passwd" must be relative' in err.value.stderr
+
     def test_uppercase_extension_is_accepted(self):
         assert deployment(render({"models": [{"modelName": "tiny", "gguf": "Tiny.Q4_K_M.GGUF"}]}))
 

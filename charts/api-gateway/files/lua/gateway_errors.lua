@@ -1,5 +1,5 @@
 -- Every error the gateway answers goes out through send(), in the OpenAI
--- envelope {"error":{"message","type","param","code"}}. Other modules build
+-- envelope: an "error" object with message, type, param and code. Other modules build
 -- error objects with new() and `return nil, err`; only the phase entry points send.
 local cjson = require "cjson.safe"
 

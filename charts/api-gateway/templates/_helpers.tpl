@@ -107,6 +107,9 @@ the address (routing.endpoints or the Service's DNS name) and the Host header.
 {{- if and .Values.auth.enabled (not .Values.auth.existingSecret) }}
 {{- $messages = append $messages "auth.existingSecret: auth.enabled needs the name of an existing Secret holding the API keys file (key auth.secretKey)." }}
 {{- end }}
+{{- if eq (toString .Values.image.tag) "latest" }}
+{{- $messages = append $messages "image.tag (\"latest\"): pin a version such as 1.27.1.2-0-bookworm; a floating tag changes under a running release." }}
+{{- end }}
 {{- if eq (int .Values.metrics.port) (int .Values.containerPort) }}
 {{- $messages = append $messages (printf "metrics.port (%d): must differ from containerPort." (int .Values.metrics.port)) }}
 {{- end }}

@@ -74,9 +74,6 @@ parameters:
 {{- define "llm-stack.validateValues" -}}
 {{- $messages := list }}
 {{- range $name, $app := .Values.applications }}
-{{- if and $app.enabled (not $app.path) }}
-{{- $messages = append $messages (printf "applications.%s: path is empty; set it to the chart's folder relative to the repository root (e.g. charts/%s) or set enabled=false." $name $name) }}
-{{- end }}
 {{- if and $app.directory (or $app.valuesObject $app.parameters $app.valueFiles $app.releaseName) }}
 {{- $messages = append $messages (printf "applications.%s: directory=true deploys plain manifests; remove valuesObject, parameters, valueFiles and releaseName (they are Helm settings)." $name) }}
 {{- end }}

@@ -1,0 +1,1 @@
+"""Helpers of the GitOps tests: render Argo CD Applications the way Argo CD does."""

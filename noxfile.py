@@ -124,3 +124,15 @@ def down(session: nox.Session) -> None:
     """Remove the demo stack and the cluster `demo`/`e2e` started (`-- --keep-cluster`: stack only)."""
     env = _setup(session)
     session.run("python", "tests/e2e/cli.py", "down", *session.posargs, env=env)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Gateway benchmark (issue 9): direct, plain nginx, api-gateway, LiteLLM, onwards on loopback.
+
+    Opt-in, minutes long, needs root on Debian for wrk/nginx (tools/bootstrap.py installs them).
+    `-- --quick` smoke check (< 2 min); `-- --update-docs` writes the tables into docs/performance.md.
+    """
+    env = _setup(session)
+    session.install("-r", "bench/requirements.txt")
+    session.run("python", "-m", "bench.run", *session.posargs, env=env)

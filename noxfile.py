@@ -56,7 +56,8 @@ def gateway(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ct lint over all charts, yamllint on values/Chart files and rendered output, README tables."""
+    """ct lint over all charts, yamllint on values/Chart files and rendered output, README tables,
+    luacheck and the busted unit tests of the gateway's Lua."""
     env = _setup(session)
     ct_etc = REPO / ".tools" / "etc" / "ct"
     session.run(
@@ -80,7 +81,20 @@ def lint(session: nox.Session) -> None:
                 [helm, "template", "lint", str(chart), "-f", str(values)],
                 check=True, capture_output=True, text=True).stdout)
     session.run("yamllint", "--strict", "-c", ".yamllint-rendered.yaml", str(rendered))
+    _lua(session)
     _check_readmes(session)
+
+
+def _lua(session: nox.Session) -> None:
+    """luacheck (std ngx_lua, no global writes: .luacheckrc) and busted over the gateway's Lua modules."""
+    import sys
+    sys.path.insert(0, str(REPO / "tools"))
+    import bootstrap  # tools/bootstrap.py: the one place that installs system packages
+
+    bootstrap.debian_packages(["lua-check", "lua-busted", "lua-cjson"], purpose="the Lua lint and unit tests")
+    lua = "charts/api-gateway/files/lua"
+    session.run("luacheck", lua, "tests/lua", external=True)
+    session.run("busted", f"--lpath={lua}/?.lua;tests/lua/?.lua", "tests/lua", external=True)
 
 
 def _check_readmes(session: nox.Session) -> None:

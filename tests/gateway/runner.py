@@ -182,6 +182,11 @@ def materialize(manifests: list[dict], root: Path, secrets: dict[str, dict[str, 
     return container
 
 
+def _volume(manifests: list[dict], name: str) -> dict:
+    pod = find(manifests, "Deployment")[0]["spec"]["template"]["spec"]
+    return next(v for v in pod.get("volumes", []) if v["name"] == name)
+
+
 def start(values: dict, *, secrets: dict[str, dict[str, str]] | None = None, name: str = "gw",
           ready_timeout: float = 15.0) -> Gateway:
     """Render with `values` (on top of models.yaml and the Debian values), materialize, run, wait for /readyz."""
@@ -196,23 +201,28 @@ def start(values: dict, *, secrets: dict[str, dict[str, str]] | None = None, nam
                   "secretsDir": str(root / "secrets")},
     }, values)
     manifests = render(values)
-    materialize(manifests, root, secrets or {})
+    container = materialize(manifests, root, secrets or {})
     conf = root / "config" / "nginx.conf"
     if not conf.exists():
         raise GatewayError(f"the rendered ConfigMap put no nginx.conf at {conf}")
-    (root / "tmp").mkdir(exist_ok=True)
     stdout, stderr = root / "access.log", root / "error.log"
     stdout.touch()
     stderr.touch()
-    # As the chart's nginx.conf documents: prefix in the temp dir, startup errors to stderr.
-    cmd = [nginx, "-p", str(root / "tmp") + "/", "-e", "/dev/stderr", "-c", str(conf)]
-    if "daemon off;" not in conf.read_text():
-        cmd += ["-g", "daemon off;"]
+    # Exactly what the Deployment runs (nginx.binary is Debian's in debian-nginx-values.yaml).
+    cmd = list(container.get("command") or []) + list(container.get("args") or [])
+    if not cmd:
+        cmd = [nginx, "-p", str(root / "tmp") + "/", "-e", "/dev/stderr", "-c", str(conf), "-g", "daemon off;"]
+    if not os.access(cmd[0], os.X_OK):
+        raise GatewayError(f"the Deployment runs {cmd[0]!r}, not executable here (nginx is {nginx})")
     kwargs = {}
     if os.geteuid() == 0:
-        # Run as the pod would: not root. nginx then never switches users and needs no `user`.
-        for p in [root, *root.rglob("*")]:
-            os.chown(p, UNPRIVILEGED, UNPRIVILEGED, follow_symlinks=False)
+        # Run as the pod would: not root (nginx then never switches users and needs no `user`),
+        # with only the emptyDirs and its stdout/stderr writable; ConfigMap and Secret files stay root's.
+        writable = [stdout, stderr] + [Path(m["mountPath"]) for m in container.get("volumeMounts", [])
+                                       if "emptyDir" in _volume(manifests, m["name"])]
+        for top in writable:
+            for p in [top, *(top.rglob("*") if top.is_dir() else [])]:
+                os.chown(p, UNPRIVILEGED, UNPRIVILEGED, follow_symlinks=False)
         kwargs = {"user": UNPRIVILEGED, "group": UNPRIVILEGED, "extra_groups": []}
     with stdout.open("ab") as out, stderr.open("ab") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, **kwargs)

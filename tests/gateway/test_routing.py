@@ -109,6 +109,9 @@ class TestBodies:
                     timeout=30)
         routed_to(resp, backends["beta"], gateway)
         assert resp.json()["mock_echo"]["body_bytes"] == len(data)
+        # nginx says so at warn level (the chart's default): the body really went through a temp file.
+        assert "client request body is buffered to a temporary file" in gateway.error_log(tail=400), \
+            f"the 5 MB body was not spilled to a temp file, so this test proved less than it says{gateway.context()}"
 
     def test_over_the_limit_is_413_json(self, gateway):
         data = b'{"model": "alpha", "prompt": "' + b"x" * (9 * 1024 * 1024) + b'"}'

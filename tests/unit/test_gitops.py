@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,16 @@ def test_exposure_charts_take_the_shared_model_list(chart):
     manifests = render(chart, {"gateway": {"className": "example"}} if chart == GATEWAY_API else None, files=[MODELS])
     for m in manifests:
         validate_manifest(m, NEWEST)
+
+
+def test_readmes_are_up_to_date(tmp_path):
+    from harness.tools import tool
+    for chart in OWN_CHARTS:
+        copy = tmp_path / chart.name
+        shutil.copytree(chart, copy, ignore=shutil.ignore_patterns("charts"))
+        subprocess.run([str(tool("helm-docs")), "--chart-search-root", str(copy), "--log-level", "warning"], check=True)
+        assert (copy / "README.md").read_text() == (chart / "README.md").read_text(), \
+            f"{chart.name}/README.md is stale: run .tools/bin/helm-docs --chart-search-root {chart.name}"
 
 
 def test_hand_written_yaml_passes_yamllint():
@@ -284,7 +295,7 @@ def test_the_gateway_autoscaler_owns_its_replicas():
 
 def test_the_repository_url_is_typed_once():
     default = chart_values(ARGOCD)["repoURL"]
-    hits = [(p.relative_to(REPO), line) for p in sorted(ARGOCD.rglob("*")) if p.is_file()
+    hits = [(p.relative_to(REPO), line) for p in sorted(ARGOCD.rglob("*")) if p.is_file() and p.name != "README.md"
             for line in p.read_text().splitlines() if default in line]
     assert hits == [(Path("argocd/values.yaml"), f"repoURL: {default}")]
     fork = "https://git.example.com/me/llm-charts.git"
@@ -312,6 +323,21 @@ def test_no_model_name_is_typed_in_argocd():
             text = path.read_text()
             typed = sorted(n for n in names if re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])", text))
             assert not typed, f"{path.relative_to(REPO)} names {typed}; models.yaml is the only model list"
+
+
+def test_a_prerequisites_application_of_plain_manifests_comes_first():
+    path = "tests/gitops/fixtures/prerequisites"
+    apps = applications(stack(values={"applications": {"prerequisites": {
+        "enabled": True, "path": path, "directory": True, "syncWave": -1}}}))
+    app = apps["prerequisites"]
+    assert app["spec"]["source"] == {"repoURL": chart_values(ARGOCD)["repoURL"], "targetRevision": "main",
+                                     "path": path, "directory": {"recurse": True}}
+    validate_manifest(app, NEWEST)
+    (cm,) = render_application(app)
+    assert cm["kind"] == "ConfigMap"
+    waves = {n: int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for n, a in apps.items()
+             if n != "llm-stack"}
+    assert min(waves, key=waves.get) == "prerequisites"
 
 
 def test_value_files_outside_the_ref_source_are_refused():

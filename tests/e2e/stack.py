@@ -118,6 +118,30 @@ class Stack:
             return self.helm("install", chart, str(paths.CHARTS / chart), "-n", self.namespace,
                              *self.values_args(chart), "--dry-run=server").stdout
 
+    def template(self, chart: Path, values: Path) -> str:
+        """`helm template` of a chart outside charts/ (argocd/, istio/) with `values` (and the models,
+        where its schema takes them)."""
+        if (chart / "Chart.lock").exists() or "dependencies" in (chart / "Chart.yaml").read_text():
+            subprocess.run([helm_bin(), "dependency", "build", "--skip-refresh", str(chart)],
+                           capture_output=True, text=True)
+        schema = chart / "values.schema.json"
+        takes_models = not schema.exists() or "models" in json.loads(schema.read_text()).get("properties", {})
+        models = ["-f", str(self.models_file())] if takes_models else []
+        proc = subprocess.run([helm_bin(), "template", chart.name, str(chart), "-n", self.namespace,
+                               *models, "-f", str(values)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"helm template {chart.name} -f {values.name}:\n{proc.stderr}")
+        return proc.stdout
+
+    def server_dry_run_apply(self, manifest: str) -> subprocess.CompletedProcess:
+        """`kubectl apply --dry-run=server --validate=strict`; namespaces it names are created first
+        (a dry run cannot create them, and the API server refuses objects in a missing one)."""
+        docs = [d for d in yaml.safe_load_all(manifest) if isinstance(d, dict) and d.get("kind")]
+        for ns in sorted({d["metadata"].get("namespace") for d in docs} - {None, self.namespace}):
+            self.cluster.kubectl("create", "namespace", ns, check=False)
+        return self.cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-n", self.namespace,
+                                    "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+
     # -- the stack -----------------------------------------------------------------------------
     def prepare(self) -> None:
         with step("build the test images"):

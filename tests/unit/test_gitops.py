@@ -293,6 +293,24 @@ def test_the_gateway_autoscaler_owns_its_replicas():
     get(manifests, "Deployment", hpa["spec"]["scaleTargetRef"]["name"])
 
 
+@pytest.mark.parametrize("app_name", [
+    pytest.param("vllm-models", marks=pytest.mark.xfail(strict=True, reason=(
+        "vllm-models marks its cache PVC Delete=false only: a model removed from models.yaml loses its "
+        "cache on prune; the chart should add Prune=false"))),
+    "openwebui",
+])
+def test_caches_survive_argo_cd_prune_and_delete(app_name):
+    """Argo CD ignores helm.sh/resource-policy: each PVC must say Prune=false,Delete=false itself."""
+    pvcs = find(render_application(applications(stack())[app_name]), "PersistentVolumeClaim")
+    assert pvcs
+    for pvc in pvcs:
+        name = pvc["metadata"]["name"]
+        annotations = pvc["metadata"].get("annotations") or {}
+        assert annotations.get("helm.sh/resource-policy") == "keep", name
+        options = {o.strip() for o in annotations.get("argocd.argoproj.io/sync-options", "").split(",")}
+        assert {"Prune=false", "Delete=false"} <= options, f"{name}: sync-options {sorted(options)}"
+
+
 def test_the_repository_url_is_typed_once():
     default = chart_values(ARGOCD)["repoURL"]
     hits = [(p.relative_to(REPO), line) for p in sorted(ARGOCD.rglob("*")) if p.is_file() and p.name != "README.md"

@@ -102,9 +102,19 @@ class Backends:
 
     def start(self) -> None:
         body = json.dumps(CANNED, separators=(",", ":"))
-        conf = NGINX_COMMON.format(workers=1, root=self.workdir / "canned") + textwrap.dedent(f"""\
+        # Like a model server, the backend reads the whole body before it answers (nginx's own
+        # `return` would answer first and discard the body: a 1 MB direct arm would measure nothing).
+        # The Lua module is loaded the way the gateway tests load it on Debian.
+        import yaml
+        from gateway.runner import DEBIAN_VALUES, debian_overrides, deep_merge
+
+        deb = deep_merge(yaml.safe_load(DEBIAN_VALUES.read_text()), debian_overrides())["nginx"]
+        modules = "".join(f"load_module {m};\n" for m in deb["loadModules"])
+        conf = modules + NGINX_COMMON.format(workers=1, root=self.workdir / "canned") + textwrap.dedent(f"""\
               access_log off;
               client_max_body_size 64m;
+              client_body_buffer_size 2m;
+              lua_package_path "{deb['luaPackagePath']};;";
               server {{
                 listen 127.0.0.1:{self.port_a};
                 listen 127.0.0.1:{self.port_b};
@@ -112,7 +122,7 @@ class Backends:
                 add_header X-Backend-Port $server_port always;
                 location = /health {{ return 200 '{{}}'; }}
                 location = /v1/models {{ return 200 '{{"object":"list","data":[]}}'; }}
-                location / {{ return 200 '{body}'; }}
+                location / {{ content_by_lua_block {{ ngx.req.read_body() ngx.print([[{body}]]) }} }}
               }}
             }}
             """)
@@ -346,7 +356,7 @@ class LiteLLM(Arm):
             "litellm_settings": {"drop_params": True, "telemetry": False, "set_verbose": False},
         }, indent=1))  # JSON is YAML
         env = dict(os.environ, LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False",
-                   LITELLM_MODE="PRODUCTION", NO_DOCS="True", DISABLE_ADMIN_UI="True")
+                   LITELLM_MODE="PRODUCTION", LITELLM_LOCAL_MODEL_COST_MAP="True", NO_DOCS="True", DISABLE_ADMIN_UI="True")
         log = (self.workdir / "litellm.log").open("wb")
         self.proc = subprocess.Popen(
             [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],

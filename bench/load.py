@@ -57,6 +57,8 @@ def wrk(url: str, body_file: Path, *, connections: int, seconds: float, cpus: se
     d = json.loads(line[len("BENCH_JSON "):])
     n = d["requests"]
     errors = sum(d["errors"].values())
+    if n == 0:
+        raise RuntimeError(f"no request completed in {seconds} s (errors: {d['errors']})")
     return WrkResult(
         rps=n / (d["duration_us"] / 1e6), requests=n, errors=errors,
         p50_ms=d["p50"] / 1000, p90_ms=d["p90"] / 1000, p99_ms=d["p99"] / 1000, max_ms=d["max"] / 1000,

@@ -1,0 +1,190 @@
+"""Where the gateway's time goes: the chart-rendered nginx.conf with one part taken out at a time.
+
+    python -m bench.profile [--rounds 5] [--seconds 3]
+
+Starts the gateway as the benchmark does (tests/gateway/runner.py), then runs copies of its
+rendered nginx.conf, each with one change, side by side in rounds (plain nginx included):
+
+- as-rendered: the chart's config;
+- no-log-lua: without log_by_lua (the per-request Prometheus counters);
+- no-body-filter: without body_filter_by_lua (time-to-first-byte, runs on every body chunk);
+- buffered-log: access_log with buffer=64k flush=1s instead of one write() per request;
+- no-access-log: access_log off;
+- static-route: no access_by_lua at all (route fixed in nginx `set`s: no body read in Lua, no scan);
+- lean: all of the above (what is left is the chart's proxy config).
+
+Metrics per variant: CPU microseconds per request at high concurrency (the least noise-sensitive
+number on a shared machine), requests/s, p50 at concurrency 1 (1 KB and 1 MB bodies).
+Output: a table on stdout and build/bench/profile.json. Nothing in the chart is edited.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import arms as A
+from . import load, procs
+from .run import OUT, Bench, cpus, ensure_system_packages
+from .stats import diff, fmt, ratio, summary
+
+VARIANTS = ["as-rendered", "no-log-lua", "no-body-filter", "buffered-log", "no-access-log", "static-route", "lean"]
+
+
+def _sub(pattern: str, repl: str, text: str, what: str, flags=re.S) -> str:
+    new, n = re.subn(pattern, repl, text, flags=flags)
+    if n == 0:
+        raise RuntimeError(f"variant edit '{what}' matched nothing: the chart's nginx.conf changed")
+    return new
+
+
+def variant_conf(conf: str, variant: str, upstream: str) -> str:
+    steps = {
+        "no-log-lua": ["log"], "no-body-filter": ["body"], "buffered-log": ["buffer"],
+        "no-access-log": ["nolog"], "static-route": ["static"], "lean": ["log", "body", "nolog", "static"],
+    }.get(variant, [])
+    for step in steps:
+        if step == "log":
+            conf = _sub(r"\n[ \t]*log_by_lua_block \{[^{}]*\}", "", conf, "log_by_lua")
+        elif step == "body":
+            conf = _sub(r"\n[ \t]*body_filter_by_lua_block \{[^{}]*\}", "", conf, "body_filter_by_lua")
+        elif step == "buffer":
+            conf = _sub(r"(\n[ \t]*access_log /dev/stdout gateway)\s*;", r"\1 buffer=64k flush=1s;", conf, "buffer")
+        elif step == "nolog":
+            conf = _sub(r"(\n[ \t]*access_log) /dev/stdout gateway\s*;", r"\1 off;", conf, "access_log off")
+        elif step == "static":
+            conf = _sub(r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}",
+                        f'set $gateway_model "{A.ROUTED}";\n            set $gateway_upstream "{upstream}";\n'
+                        f'            set $gateway_upstream_host "127.0.0.1";', conf, "static route")
+    return conf
+
+
+class Variant:
+    """One copy of the gateway's nginx.conf, run the way tests/gateway/runner.py runs it."""
+
+    def __init__(self, name: str, gw, conf: str, cpu: set[int]):
+        self.name, self.gw, self.cpu = name, gw, cpu
+        self.port, self.mport = procs.free_port(), procs.free_port()
+        root = gw.root
+        self.tmp = root / f"tmp-{name}"
+        self.tmp.mkdir(exist_ok=True)
+        conf = conf.replace(f"listen {gw.port} default_server;", f"listen {self.port} default_server;")
+        conf = conf.replace(f"listen {gw.metrics_port};", f"listen {self.mport};")
+        conf = conf.replace(str(root / "tmp"), str(self.tmp))
+        # Health checks go through the metrics port: point them at this copy's.
+        self.conf = root / "config" / f"nginx-{name}.conf"
+        self.conf.write_text(conf)
+        self.log = root / f"{name}.stdout"
+        self.err = root / f"{name}.stderr"
+        self.log.touch()
+        self.err.touch()
+        kwargs = {}
+        if os.geteuid() == 0:
+            for p in (self.tmp, self.conf, self.log, self.err):
+                os.chown(p, A.UNPRIVILEGED, A.UNPRIVILEGED)
+            kwargs = {"user": A.UNPRIVILEGED, "group": A.UNPRIVILEGED, "extra_groups": []}
+        with self.log.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen([A._nginx(), "-p", str(self.tmp), "-c", str(self.conf), "-g", "daemon off;"],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err, **kwargs)
+        if procs.wait_http(f"http://127.0.0.1:{self.port}/readyz", 15, self.proc) != 200:
+            raise RuntimeError(f"variant {name} did not start: {self.err.read_text()[-1500:]}")
+        self.fast_port = self.port
+        self.path = "/v1/chat/completions"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # the health poller must have seen the backend
+            from gateway import rawhttp
+
+            r = rawhttp.request("127.0.0.1", self.port, "POST", self.path, {"model": A.ROUTED, "messages": []})
+            if r.status == 200:
+                break
+            time.sleep(0.2)
+        procs.pin(self.pids(), cpu)
+
+    def pids(self) -> list[int]:
+        return procs.tree(self.proc.pid)
+
+    def stop(self) -> None:
+        procs.stop(self.proc, signal.SIGQUIT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.profile", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=3)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--nice", type=int, default=0)
+    a = p.parse_args(argv)
+    ensure_system_packages()
+    if a.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, a.nice)
+    bench_args = argparse.Namespace(load_cpus="0", proxy_cpus="1", backend_cpus="0", arms=["gateway", "nginx"],
+                                    quick=True, no_install=True, workers=1, gateway_values=None)
+    bench = Bench(bench_args)
+    variants: list = []
+    results: dict = {}
+    try:
+        bench.setup()
+        gw_arm = next(x for x in bench.arms if x.name == "gateway")
+        nginx_arm = next(x for x in bench.arms if x.name == "nginx")
+        routes = json.loads((gw_arm.gw.root / "config" / "routes.json").read_text())["routes"]
+        upstream = next(r["upstream"] for r in routes if r["name"] == A.ROUTED)
+        conf = gw_arm.gw.conf.read_text()
+        for name in a.variants.split(","):
+            variants.append(Variant(name, gw_arm.gw, variant_conf(conf, name, upstream), bench.proxy_cpus))
+        everyone = [nginx_arm, *variants]
+        names = ["plain-nginx", *[v.name for v in variants]]
+        for target in everyone:  # warm-up
+            bench.wrk(target, "1KB", 8, 1)
+        for rnd in range(a.rounds):
+            k = rnd % len(everyone)
+            order = list(zip(names, everyone))[k:] + list(zip(names, everyone))[:k]
+            print(f"[profile] round {rnd + 1}/{a.rounds}", flush=True)
+            for name, target in order:
+                r = results.setdefault(name, {"hi": [], "c1": [], "mb": []})
+                r["hi"].append(bench.wrk(target, "1KB", a.concurrency, a.seconds))
+                r["c1"].append(bench.wrk(target, "1KB", 1, a.seconds))
+                r["mb"].append(bench.wrk(target, "1MB", 1, a.seconds))
+    finally:
+        for v in variants:
+            v.stop()
+        bench.stop()
+
+    def vals(name, kind, key):
+        return [None if "error" in r else r[key] for r in results[name][kind]]
+
+    rows, out = [], {}
+    base = "as-rendered" if "as-rendered" in results else None
+    for name in results:
+        cpu_us = [None if v is None else 1000 * v for v in vals(name, "hi", "cpu_ms_per_req")]
+        out[name] = {
+            "cpu_us_per_req": summary(cpu_us), "rps": summary(vals(name, "hi", "rps")),
+            "p50_ms_c1": summary(vals(name, "c1", "p50_ms")), "p50_ms_1mb": summary(vals(name, "mb", "p50_ms")),
+            "rps_ratio_vs_plain": ratio(vals(name, "hi", "rps"), vals("plain-nginx", "hi", "rps")),
+        }
+        if base:
+            base_cpu = [None if v is None else 1000 * v for v in vals(base, "hi", "cpu_ms_per_req")]
+            out[name]["cpu_us_saved_vs_rendered"] = diff(base_cpu, cpu_us)
+        rows.append([name, fmt(out[name]["cpu_us_per_req"], 1), fmt(out[name].get("cpu_us_saved_vs_rendered"), 1),
+                     fmt(out[name]["rps"], 0), fmt(out[name]["rps_ratio_vs_plain"]),
+                     fmt(out[name]["p50_ms_c1"], 3), fmt(out[name]["p50_ms_1mb"], 2)])
+    from .report import _table
+
+    print(f"\nGateway ablation: {a.rounds} rounds x {a.seconds} s, c={a.concurrency} for CPU and rps; "
+          "median (min..max over rounds)")
+    print(_table(["variant", "CPU us/req", "saved vs rendered", "req/s", "rps / plain", "p50 c=1 1KB ms",
+                  "p50 c=1 1MB ms"], rows))
+    (OUT / "profile.json").write_text(json.dumps({"config": vars(a), "summary": out, "raw": results}, indent=1,
+                                                 default=str))
+    print(f"\nJSON: {OUT / 'profile.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

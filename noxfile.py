@@ -1,6 +1,7 @@
 """Sessions for chart maintainers. Plain `nox` runs the fast default set.
 
-    nox                 lint + unit (+ the sessions later issues add to the default set)
+    nox                 lint + unit + gateway (+ the sessions later issues add to the default set)
+    nox -s gateway      api-gateway on real nginx + Lua (Debian packages; installs them as root)
     nox -s unit -- -k vllm     arguments after -- reach pytest
 """
 from __future__ import annotations

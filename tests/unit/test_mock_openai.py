@@ -6,6 +6,7 @@ import importlib.util
 import json
 import socket
 import statistics
+import subprocess
 import time
 
 import pytest
@@ -226,3 +227,25 @@ def test_sigterm_stops_it(tmp_path):
     assert backend.proc.wait(5) == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", backend.port), timeout=1)
+
+
+@pytest.mark.parametrize("name,args,served", [
+    ("vllm", ["serve", "org/M", "--served-model-name", "m", "--tensor-parallel-size", "1"], "m"),
+    ("llama-server", ["--model", "/mnt/models/x.gguf", "--alias", "tiny", "-ngl", "0", "--ctx-size", "512"], "tiny"),
+])
+def test_runs_under_the_real_servers_names(tmp_path, name, args, served):
+    """The image links vllm and llama-server to the mock: the model charts' commands run unchanged."""
+    link = tmp_path / name
+    link.symlink_to(MOCK)
+    log = tmp_path / "log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(link), *args, "--host", "127.0.0.1", "--port", "0"], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 10
+        while "serving" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        line = next(x for x in log.read_text().splitlines() if "serving" in x)
+        assert line.startswith(f"mock-openai: serving {served} on 127.0.0.1:"), line
+    finally:
+        proc.terminate()
+        proc.wait(5)

@@ -61,7 +61,7 @@ def test_models_stays_fast_with_a_backend_down_or_hanging(gateway):
         resp = get(gateway, "/v1/models")
         times.append(time.monotonic() - t0)
         assert resp.status_code == 200, describe(resp, gateway)
-    assert max(times) < 0.2, times
+    assert max(times) < 0.5, times  # a live fan-out would wait on the backends
 
 
 def test_healthz_and_readyz_do_not_depend_on_backends(gateway):

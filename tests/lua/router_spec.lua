@@ -112,6 +112,28 @@ describe("gateway_router.access", function()
     end)
 end)
 
+describe("gateway_router.credential_in_query", function()
+    it("spots API keys in the query string, however spelled", function()
+        local _, router = setup({})
+        for _, args in ipairs({ "api_key=sk-1", "x=1&API_KEY=sk-1", "api%2Dkey=sk", "token=t", "key=",
+                                "access_token=a&b=2" }) do
+            assert.is_true(router.credential_in_query(args), args)
+        end
+        for _, args in ipairs({ "", "api-version=2024-01-01", "stream=true&n=2", "keys=1", "monkey=1" }) do
+            assert.is_false(router.credential_in_query(args), args)
+        end
+        assert.is_false(router.credential_in_query(nil))
+    end)
+
+    it("refuses such a request before anything else, with 400", function()
+        local fake, router = setup({ body = '{"model":"a"}', var = { args = "api_key=sk-secret" } })
+        router.access()
+        assert.equal(400, fake.status)
+        assert.equal("credential_in_query", stub.sent_json(fake).error.code)
+        assert.is_nil(fake.sent.body_read)
+    end)
+end)
+
 describe("gateway_router with API keys", function()
     local KEYS = {
         { name = "team-b", digest = "digest:sk-bbbbbbbbbbbbbbbb", all = false, models = { b = true },

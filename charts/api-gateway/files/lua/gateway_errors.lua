@@ -29,13 +29,16 @@ local TYPES = {
 local NGINX_ERRORS = {
     [400] = { "The request is not valid HTTP.", "bad_request" },
     [408] = { "The request body did not arrive in time.", "request_timeout" },
+    [411] = { "The request needs a Content-Length or chunked body.", "length_required" },
     [413] = { "The request body is larger than the gateway's limit.", "request_too_large" },
     [414] = { "The request URI is too long.", "uri_too_long" },
     [494] = { "The request headers are too large.", "headers_too_large" },
     [500] = { "The gateway failed to handle the request.", "internal_error" },
+    [501] = { "The request's Transfer-Encoding is not supported.", "unsupported_transfer_encoding" },
     [502] = { "The model server refused or reset the connection.", "upstream_unavailable" },
     [503] = { "The model server is not available.", "upstream_unavailable" },
     [504] = { "The model server did not answer in time.", "upstream_timeout" },
+    [505] = { "The HTTP version is not supported.", "http_version_not_supported" },
 }
 
 local Error = {}

@@ -10,9 +10,11 @@ local health = require "gateway_health"
 
 local ngx = ngx
 local find = string.find
+local gmatch = string.gmatch
 local lower = string.lower
 local sub = string.sub
 local tostring = tostring
+local unescape = ngx.unescape_uri
 
 local _M = { RATELIMIT_DICT = "gateway_ratelimit" }
 
@@ -36,6 +38,23 @@ function _M.caller()
         end
     end
     return key
+end
+
+-- Query parameters that look like credentials: nginx writes the request line,
+-- query included, into its error log, and would forward it upstream.
+local CREDENTIAL_PARAMS = { api_key = true, ["api-key"] = true, apikey = true, key = true, token = true,
+                            access_token = true, auth = true, authorization = true }
+
+function _M.credential_in_query(args)
+    if not args or args == "" then
+        return false
+    end
+    for name in gmatch(args, "([^&=]+)=?[^&]*") do
+        if CREDENTIAL_PARAMS[lower(unescape(name))] then
+            return true
+        end
+    end
+    return false
 end
 
 local function content_type_ok(value)
@@ -82,6 +101,10 @@ local function fail(err)
 end
 
 function _M.access()
+    if _M.credential_in_query(ngx.var.args) then
+        return fail(errors.new(400, "Send the API key in the Authorization header, not in the URL.",
+            "credential_in_query"))
+    end
     local key, err = _M.caller()
     if key == nil then
         return fail(err)

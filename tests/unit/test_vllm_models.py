@@ -419,6 +419,8 @@ def test_selectors_hold_only_name_instance_and_model():
         "app.kubernetes.io/name": "vllm-models", "app.kubernetes.io/instance": "test", "llm-stack/model": "a"}
     labels = d["spec"]["template"]["metadata"]["labels"]
     assert labels["team"] == "ml" and labels["llm-stack/model"] == "a"
+    # What the api-gateway's model NetworkPolicy selects on.
+    assert labels["app.kubernetes.io/part-of"] == "llm-stack" and labels["app.kubernetes.io/name"] == "vllm-models"
     assert get(ms, "Service", "vllm-a")["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
 
 

@@ -59,6 +59,15 @@ class TestCommand:
     def test_threads_is_left_to_llama_server_when_unset(self):
         assert "--threads" not in server(render({"models": [TINY]}))["args"]
 
+    @pytest.mark.parametrize("cpu, threads", [("4", "4"), (2, "2"), ("2500m", "2"), ("500m", "1"), ("1.5", "1")])
+    def test_unset_threads_follow_the_cpu_limit(self, cpu, threads):
+        c = server(render({"models": [{**TINY, "resources": {"limits": {"cpu": cpu}}}]}))
+        assert flag(c["args"], "--threads") == threads
+
+    def test_explicit_threads_win_over_the_cpu_limit(self):
+        c = server(render({"models": [{**TINY, "threads": 3, "resources": {"limits": {"cpu": "8"}}}]}))
+        assert flag(c["args"], "--threads") == "3"
+
     def test_extra_args_come_after_the_charts_own_and_metrics_adds_its_flag(self):
         args = server(render({"models": [{**TINY, "extraArgs": ["--jinja", "--flash-attn"]}],
                               "metrics": {"enabled": True}}))["args"]
@@ -317,8 +326,8 @@ class TestFetchScript:
         source = tmp_path / "source.gguf"
         source.write_bytes(b"GGUF" + os.urandom(64))
 
-        def go(target, sha=""):
-            env = {"PATH": os.environ["PATH"], "MODEL_PATH": str(target), "MODEL_URL": source.as_uri(),
+        def go(target, sha="", query=""):
+            env = {"PATH": os.environ["PATH"], "MODEL_PATH": str(target), "MODEL_URL": source.as_uri() + query,
                    "MODEL_SHA256": sha, "FETCH_TIMEOUT": "30", "POD_NAME": "p-1"}
             return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
         return go, source
@@ -337,6 +346,12 @@ class TestFetchScript:
         target.write_bytes(b"already here")
         assert go(target).returncode == 0
         assert target.read_bytes() == b"already here"
+
+    def test_log_shows_the_url_without_its_query(self, run, tmp_path):
+        go, source = run
+        proc = go(tmp_path / "tiny.gguf", query="?X-Amz-Signature=s3cr3t")
+        assert proc.returncode == 0, proc.stderr
+        assert source.as_uri() in proc.stdout and "s3cr3t" not in proc.stdout + proc.stderr
 
     def test_checksum_mismatch_fails_and_leaves_nothing(self, run, tmp_path):
         go, _ = run
@@ -392,6 +407,21 @@ class TestValidation:
         with pytest.raises(HelmError) as err:
             render({"models": [{"modelName": "off", "gguf": "/etc/passwd", "enabled": False}]})
         assert 'models[0] (off): gguf "/etc/passwd" must be relative' in err.value.stderr
+
+    def test_credentials_in_a_url_are_refused_without_repeating_them(self):
+        with pytest.raises(HelmError) as err:
+            render({"fetch": {"enabled": True},
+                    "models": [{**TINY, "url": "ftp://user:s3cr3t@mirror.example/tiny.gguf"}]})
+        assert "models[0] (tiny): url carries credentials" in err.value.stderr
+        assert "s3cr3t" not in err.value.stderr
+
+    @pytest.mark.parametrize("name", ["HF_TOKEN", "LLAMA_API_KEY", "FETCH_TOKEN"])
+    def test_secret_env_names_take_secret_refs_only(self, name):
+        with pytest.raises(HelmError) as err:
+            render({"defaults": {"env": [{"name": name, "value": "s3cr3t"}]}, "models": [TINY]})
+        assert f"models[0] (tiny): env {name}" in err.value.stderr and "s3cr3t" not in err.value.stderr
+        ref = {"name": name, "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+        assert ref in server(render({"defaults": {"env": [ref]}, "models": [TINY]}))["env"]
 
     def test_uppercase_extension_is_accepted(self):
         assert deployment(render({"models": [{"modelName": "tiny", "gguf": "Tiny.Q4_K_M.GGUF"}]}))

@@ -20,7 +20,14 @@ mkdir -p "$(dirname "$MODEL_PATH")"
 part="$MODEL_PATH.part-${POD_NAME:-$$}"
 trap 'rm -f "$part"' EXIT
 
-echo "fetch: downloading $MODEL_URL to $MODEL_PATH"
+# Log the URL without its query and user:password@ (presigned URLs carry credentials there).
+shown=${MODEL_URL%%\?*}
+rest=${shown#*://}
+host=${rest%%/*}
+case $host in
+  *@*) shown="${shown%%://*}://${host##*@}${rest#"$host"}" ;;
+esac
+echo "fetch: downloading $shown to $MODEL_PATH"
 if command -v curl >/dev/null 2>&1; then
   set -- --fail --location --show-error --silent --retry 5 --retry-delay 10 \
     --connect-timeout 30 --max-time "${FETCH_TIMEOUT:-3600}" --output "$part"

@@ -69,7 +69,8 @@ llm-stack/engine: llama-server
 One GGUF entry with `defaults` filled in, as YAML. Every key of `defaults` the
 entry lacks (or sets to null) is copied in whole: no deep merge, and no sprig
 merge, which would take an entry's 0 or false for "unset". Then gpuLayers:
-unset means 0 on cpu and 999 (every layer) on a GPU flavour.
+unset means 0 on cpu and 999 (every layer) on a GPU flavour; threads: unset
+means the whole cores of the CPU limit, when there is one.
 Argument: dict "context" $ "model" $m.
 */}}
 {{- define "ramalama-models.resolve" -}}
@@ -81,6 +82,15 @@ Argument: dict "context" $ "model" $m.
 {{- end }}
 {{- if kindIs "invalid" $m.gpuLayers }}
 {{- $_ := set $m "gpuLayers" (ternary 0 999 (eq $m.accelerator "cpu")) }}
+{{- end }}
+{{- /* Unset threads follow a CPU limit: llama-server would count the node's cores instead. */}}
+{{- $cpu := dig "limits" "cpu" "" ($m.resources | default dict) | toString }}
+{{- if and (kindIs "invalid" $m.threads) $cpu }}
+{{- if hasSuffix "m" $cpu }}
+{{- $_ := set $m "threads" (max 1 (div (trimSuffix "m" $cpu | int) 1000)) }}
+{{- else }}
+{{- $_ := set $m "threads" (max 1 (float64 $cpu | floor | int)) }}
+{{- end }}
 {{- end }}
 {{- toYaml $m }}
 {{- end }}
@@ -161,8 +171,15 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- else if not (hasSuffix ".gguf" (lower $g)) }}
 {{ $w }}: gguf {{ $g | quote }} must name a .gguf file (llama-server reads GGUF only; convert other formats with llama.cpp's convert_hf_to_gguf.py).
 {{- end }}
-{{- if and $m.url (not (regexMatch "^https?://[^\\s]+$" $m.url)) }}
+{{- if and $m.url (regexMatch "^[A-Za-z][-+.A-Za-z0-9]*://[^/?#]*@" $m.url) }}
+{{ $w }}: url carries credentials (user:password@), which would land in pod specs and logs; put the token in an existing Secret and set fetch.tokenSecret (sent as a bearer token).
+{{- else if and $m.url (not (regexMatch "^https?://[^\\s]+$" $m.url)) }}
 {{ $w }}: url {{ $m.url | quote }} must start with https:// or http:// (the fetch step downloads it with curl).
+{{- end }}
+{{- range $e := ($m.env | default list) }}
+{{- if and (has (toString $e.name) (list "HF_TOKEN" "LLAMA_API_KEY" "FETCH_TOKEN")) (hasKey $e "value") }}
+{{ $w }}: env {{ $e.name }} (the entry's env or defaults.env) has a plain value; never put a secret in values. Create a Secret and use valueFrom.secretKeyRef instead.
+{{- end }}
 {{- end }}
 {{- if and $m.sha256 (not (regexMatch "^[a-fA-F0-9]{64}$" $m.sha256)) }}
 {{ $w }}: sha256 must be the 64 hex characters of the file's SHA-256 (sha256sum FILE), not {{ $m.sha256 | quote }}.

@@ -84,6 +84,7 @@ def lint(session: nox.Session) -> None:
     session.run("yamllint", "--strict", "-c", ".yamllint-rendered.yaml", str(rendered))
     _lua(session)
     _check_readmes(session)
+    session.notify("checkov")  # heavy: its own venv
 
 
 def _lua(session: nox.Session) -> None:
@@ -110,6 +111,63 @@ def _check_readmes(session: nox.Session) -> None:
     if stale:
         session.error(f"README parameter tables out of date for {', '.join(stale)}: run `nox -s docs`")
     session.log("chart READMEs are up to date with values.yaml")
+
+
+CHECKOV = "checkov==3.3.30"
+CHECKOV_BASELINE = REPO / "tests" / "checkov-baseline.json"
+
+
+@nox.session(default=False)
+def checkov(session: nox.Session) -> None:
+    """checkov's Helm scan (run by lint): fails on any finding not in tests/checkov-baseline.json and on
+    baseline entries that no longer occur (the baseline only shrinks; `-- --prune` drops those)."""
+    session.install(CHECKOV)
+    out = REPO / "build" / "checkov"
+    shutil.rmtree(out, ignore_errors=True)
+    env = {"PATH": os.pathsep.join([str(TOOLS_BIN), session.bin, os.environ["PATH"]])}
+    # CKV_K8S_21 (default namespace): checkov renders without --namespace; the charts take the release's.
+    session.run("checkov", "-d", "charts", "--framework", "helm", "--skip-download", "--quiet", "--compact",
+                "--var-file", "models.yaml", "--skip-path", "model-catalog", "--skip-check", "CKV_K8S_21",
+                "-o", "json", "--output-file-path", str(out), env=env, success_codes=[0, 1])
+    _checkov_gate(session, out / "results_json.json", prune="--prune" in session.posargs)
+
+
+def _checkov_gate(session: nox.Session, results: Path, prune: bool) -> None:
+    import json
+
+    reports = json.loads(results.read_text())
+    found = set()
+    for report in reports if isinstance(reports, list) else [reports]:
+        for f in report.get("results", {}).get("failed_checks", []):
+            kind, _, name = f["resource"].split(".")[:3]  # Kind.namespace.name[.labels of a CKV2 Pod]
+            found.add((f["check_id"], f["file_path"].strip("/").split("/")[0], f"{kind}/{name}"))
+    baseline = json.loads(CHECKOV_BASELINE.read_text())
+    known = {(e["check"], e["chart"], e["resource"]) for e in baseline["findings"]}
+    new, gone = sorted(found - known), sorted(known - found)
+    if gone and prune:
+        baseline["findings"] = [e for e in baseline["findings"] if (e["check"], e["chart"], e["resource"]) in found]
+        CHECKOV_BASELINE.write_text(json.dumps(baseline, indent=2) + "\n")
+        session.log(f"checkov: dropped {len(gone)} fixed findings from {CHECKOV_BASELINE.name}")
+    elif gone:
+        session.error(f"checkov: fixed findings still in {CHECKOV_BASELINE.name} (the baseline only shrinks; "
+                      f"`nox -s checkov -- --prune`): {gone}")
+    if new:
+        session.error(f"checkov: new findings (fix them; a stated exception goes into {CHECKOV_BASELINE.name} "
+                      f"with its reason in review): {new}")
+    unexplained = {c for c, _, _ in found} - set(baseline["reasons"])
+    if unexplained:
+        session.error(f"checkov: baseline checks without a reason: {sorted(unexplained)}")
+    session.log(f"checkov: {len(found)} findings, all in the baseline")
+
+
+@nox.session(default=False)
+def soak(session: nox.Session) -> None:
+    """Opt-in: the gateway soak for 10 minutes (GATEWAY_SOAK_SECONDS; the gateway session runs 20 s)."""
+    env = _setup(session)
+    session.run("python", "-m", "gateway.runner", env={**env, "PYTHONPATH": "tests"})
+    seconds = os.environ.get("GATEWAY_SOAK_SECONDS", "600")
+    session.run("pytest", "-c", "tests/pytest.ini", "tests/gateway/test_reliability_soak.py", "-s",
+                *session.posargs, env={**env, "GATEWAY_SOAK_SECONDS": seconds})
 
 
 @nox.session

@@ -122,6 +122,7 @@ def checkov(session: nox.Session) -> None:
     """checkov's Helm scan (run by lint): fails on any finding not in tests/checkov-baseline.json and on
     baseline entries that no longer occur (the baseline only shrinks; `-- --prune` drops those)."""
     session.install(CHECKOV)
+    session.run("python", "tools/bootstrap.py")  # helm in .tools/bin (checkov renders with it)
     out = REPO / "build" / "checkov"
     shutil.rmtree(out, ignore_errors=True)
     env = {"PATH": os.pathsep.join([str(TOOLS_BIN), session.bin, os.environ["PATH"]])}

@@ -194,9 +194,13 @@ class Direct(Arm):
 class PlainNginx(Arm):
     name, label = "nginx", "plain nginx proxy_pass"
 
-    def __init__(self, *a, body_buffer: str = "", max_body: str = "64m", **kw):
+    def __init__(self, *a, body_buffer: str = "", max_body: str = "64m", keepalive: str = "",
+                 keepalive_timeout: str = "", **kw):
         super().__init__(*a, **kw)
         self.body_buffer, self.max_body = body_buffer, max_body
+        # The gateway's upstream keepalive pool, when known: the same connection reuse for both.
+        self.keepalive = keepalive or "64"
+        self.keepalive_timeout = f"keepalive_timeout {keepalive_timeout};" if keepalive_timeout else ""
 
     def start(self) -> None:
         self.fast_port, self.stream_port = procs.free_port(), procs.free_port()
@@ -214,8 +218,8 @@ class PlainNginx(Arm):
               access_log {root}/access.log bench;
               client_max_body_size {self.max_body};
               {buf}
-              upstream fast {{ server 127.0.0.1:{self.b.port_b}; keepalive 256; }}
-              upstream paced {{ server 127.0.0.1:{self.b.mock.port}; keepalive 32; }}
+              upstream fast {{ server 127.0.0.1:{self.b.port_b}; keepalive {self.keepalive}; {self.keepalive_timeout} }}
+              upstream paced {{ server 127.0.0.1:{self.b.mock.port}; keepalive {self.keepalive}; {self.keepalive_timeout} }}
               server {{
                 listen 127.0.0.1:{self.fast_port};
                 location = /healthz {{ return 200 'ok'; }}

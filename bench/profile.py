@@ -11,7 +11,10 @@ rendered nginx.conf, each with one change, side by side in rounds (plain nginx i
 - buffered-log: access_log with buffer=64k flush=1s instead of one write() per request;
 - no-access-log: access_log off;
 - static-route: no access_by_lua at all (route fixed in nginx `set`s: no body read in Lua, no scan);
-- lean: all of the above (what is left is the chart's proxy config).
+- keepalive-256: upstream keepalive 256 instead of the chart's default;
+- body-buffer-2m: client_body_buffer_size 2m (a 1 MB body stays in memory, no temp file);
+- lean: no Lua and no access log (what is left is the chart's proxy config);
+- lean-literal: lean, and proxy_pass to the upstream by name instead of through variables.
 
 Metrics per variant: CPU microseconds per request at high concurrency (the least noise-sensitive
 number on a shared machine), requests/s, p50 at concurrency 1 (1 KB and 1 MB bodies).
@@ -34,7 +37,8 @@ from . import load, procs
 from .run import OUT, Bench, cpus, ensure_system_packages
 from .stats import diff, fmt, ratio, summary
 
-VARIANTS = ["as-rendered", "no-log-lua", "no-body-filter", "buffered-log", "no-access-log", "static-route", "lean"]
+VARIANTS = ["as-rendered", "no-log-lua", "no-body-filter", "buffered-log", "no-access-log", "static-route",
+            "keepalive-256", "body-buffer-2m", "lean", "lean-literal"]
 
 
 def _sub(pattern: str, repl: str, text: str, what: str, flags=re.S) -> str:
@@ -47,7 +51,8 @@ def _sub(pattern: str, repl: str, text: str, what: str, flags=re.S) -> str:
 def variant_conf(conf: str, variant: str, upstream: str) -> str:
     steps = {
         "no-log-lua": ["log"], "no-body-filter": ["body"], "buffered-log": ["buffer"],
-        "no-access-log": ["nolog"], "static-route": ["static"], "lean": ["log", "body", "nolog", "static"],
+        "no-access-log": ["nolog"], "static-route": ["static"], "keepalive-256": ["keepalive"], "body-buffer-2m": ["buffer2m"],
+        "lean": ["log", "body", "nolog", "static"], "lean-literal": ["log", "body", "nolog", "static", "literal"],
     }.get(variant, [])
     for step in steps:
         if step == "log":
@@ -58,6 +63,13 @@ def variant_conf(conf: str, variant: str, upstream: str) -> str:
             conf = _sub(r"(\n[ \t]*access_log /dev/stdout gateway)\s*;", r"\1 buffer=64k flush=1s;", conf, "buffer")
         elif step == "nolog":
             conf = _sub(r"(\n[ \t]*access_log) /dev/stdout gateway\s*;", r"\1 off;", conf, "access_log off")
+        elif step == "keepalive":
+            conf = _sub(r"(\n[ \t]*keepalive) \d+;", r"\1 256;", conf, "upstream keepalive")
+        elif step == "buffer2m":
+            conf = _sub(r"(\n[ \t]*client_body_buffer_size) \S+;", r"\1 2m;", conf, "client_body_buffer_size")
+        elif step == "literal":
+            conf = _sub(r"proxy_pass http://\$gateway_upstream\$uri\$is_args\$args;", f"proxy_pass http://{upstream};",
+                        conf, "literal proxy_pass")
         elif step == "static":
             conf = _sub(r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}",
                         f'set $gateway_model "{A.ROUTED}";\n            set $gateway_upstream "{upstream}";\n'

@@ -148,6 +148,8 @@ class Bench:
                 conf = gw.rendered_conf() if gw and gw in self.arms else ""
                 candidates["nginx"] = A.PlainNginx(self.backends, body_buffer=_directive(conf, "client_body_buffer_size"),
                                                    max_body=_directive(conf, "client_max_body_size") or "64m",
+                                                   keepalive=_directive(conf, "keepalive"),
+                                                   keepalive_timeout=_upstream_keepalive_timeout(conf),
                                                    **common)
             arm = candidates[name]
             self.log(f"starting {name}")
@@ -254,6 +256,11 @@ class Bench:
 
 def _directive(conf: str, name: str) -> str:
     m = re.search(rf"^\s*{name}\s+(\S+?);", conf, re.M)
+    return m.group(1) if m else ""
+
+
+def _upstream_keepalive_timeout(conf: str) -> str:
+    m = re.search(r"upstream\s+\S+\s*\{[^}]*?keepalive_timeout\s+(\S+?);", conf, re.S)
     return m.group(1) if m else ""
 
 

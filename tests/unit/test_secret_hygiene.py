@@ -155,10 +155,11 @@ ENV_UNGUARDED = ("BUG (report, chart not edited): {chart} accepts a plain value 
 SECRET_ENV = [
     ("vllm-models", "models[0].env", "HF_TOKEN", {"models": [{"modelName": "a", "huggingfaceId": "o/a",
                                                               "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]}),
-    pytest.param("ramalama-models", "models[0].env", "HF_TOKEN",
-                 {"models": [{"modelName": "a", "gguf": "a.gguf", "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]},
-                 marks=pytest.mark.xfail(strict=True, reason=ENV_UNGUARDED.format(
-                     chart="ramalama-models", name="HF_TOKEN", path="models[].env / defaults.env"))),
+    ("ramalama-models", "models[0].env", "HF_TOKEN",
+     {"models": [{"modelName": "a", "gguf": "a.gguf", "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]}),
+    ("ramalama-models", "defaults.env", "HF_TOKEN",
+     {"defaults": {"env": [{"name": "HF_TOKEN", "value": HF_CANARY}]},
+      "models": [{"modelName": "a", "gguf": "a.gguf"}]}),
     pytest.param("openwebui", "extraEnv", "WEBUI_SECRET_KEY",
                  {"extraEnv": [{"name": "WEBUI_SECRET_KEY", "value": CANARY}]},
                  marks=pytest.mark.xfail(strict=True, reason=ENV_UNGUARDED.format(
@@ -251,13 +252,7 @@ def test_fetch_script_never_logs_the_token(tmp_path, model_server, client, token
     assert HF_CANARY not in log and HF_CANARY[:-1] not in log and HF_CANARY[3:20] not in log, log
 
 
-URL_CREDS = ("BUG (report, chart not edited): ramalama-models accepts a model `url` that carries credentials "
-             "(user:password@ or ?token=) and fetch.sh prints the whole URL (`fetch: downloading $MODEL_URL`), "
-             "so the credential lands in the init container's log; refuse userinfo/token URLs at render "
-             "(point at fetch.tokenSecret) or redact before printing")
-
-
-@pytest.mark.xfail(strict=True, reason=URL_CREDS)
+# Found by this test (fetch.sh printed the whole URL); ramalama-models now refuses such URLs.
 @pytest.mark.parametrize("url", [f"https://u:{CANARY}@models.example/a.gguf",
                                  f"https://models.example/a.gguf?token={CANARY}"], ids=["userinfo", "query"])
 def test_a_credential_in_the_fetch_url_is_refused_or_never_logged(tmp_path, url):

@@ -293,12 +293,7 @@ def test_the_gateway_autoscaler_owns_its_replicas():
     get(manifests, "Deployment", hpa["spec"]["scaleTargetRef"]["name"])
 
 
-@pytest.mark.parametrize("app_name", [
-    pytest.param("vllm-models", marks=pytest.mark.xfail(strict=True, reason=(
-        "vllm-models marks its cache PVC Delete=false only: a model removed from models.yaml loses its "
-        "cache on prune; the chart should add Prune=false"))),
-    "openwebui",
-])
+@pytest.mark.parametrize("app_name", ["vllm-models", "openwebui"])
 def test_caches_survive_argo_cd_prune_and_delete(app_name):
     """Argo CD ignores helm.sh/resource-policy: each PVC must say Prune=false,Delete=false itself."""
     pvcs = find(render_application(applications(stack())[app_name]), "PersistentVolumeClaim")

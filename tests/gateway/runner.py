@@ -193,6 +193,15 @@ def start(values: dict, *, secrets: dict[str, dict[str, str]] | None = None, nam
     nginx = ensure_nginx()
     root = Path(tempfile.mkdtemp(prefix=f"gateway-{name}-"))
     os.chmod(root, 0o755)
+    try:
+        return _start(nginx, root, values, secrets, name, ready_timeout)
+    except BaseException:
+        if not os.environ.get("GATEWAY_KEEP_TMP"):
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def _start(nginx: str, root: Path, values: dict, secrets, name: str, ready_timeout: float) -> Gateway:
     port, metrics_port = free_port(), free_port()
     values = deep_merge({
         "containerPort": port,
@@ -232,8 +241,10 @@ def start(values: dict, *, secrets: dict[str, dict[str, str]] | None = None, nam
                        ok=lambda s: s == 200 or proc.poll() is not None)
     if status != 200:
         gw.stop()
+        context = gw.context()
         raise GatewayError(f"nginx did not become ready (GET /readyz: {status or 'no answer'}, "
-                           f"exit code {proc.poll()}); command: {' '.join(cmd)}{gw.context()}")
+                           f"exit code {proc.poll()}); command: {' '.join(cmd)}{context}"
+                           "\n(GATEWAY_KEEP_TMP=1 keeps the rendered files for a look)")
     return gw
 
 

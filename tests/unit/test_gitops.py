@@ -167,6 +167,14 @@ def test_hand_written_yaml_passes_yamllint():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_rendered_yaml_passes_yamllint(tmp_path):
+    for ci in OWN_CI:
+        (tmp_path / f"{_chart(ci).name}--{ci.stem}.yaml").write_text(_render(_chart(ci), (str(ci),)))
+    proc = subprocess.run([sys.executable, "-m", "yamllint", "--strict", "-c", str(REPO / ".yamllint-rendered.yaml"),
+                           str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 BAD_VALUES = [
     (ARGOCD, {"applications": {"extra": {"enabled": True}}}, "missing property 'path'"),
     (ARGOCD, {"applications": {"extra": {"path": "../elsewhere"}}}, "applications"),

@@ -18,6 +18,7 @@ import yaml
 
 from . import paths
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 OLDEST_KUBE = "1.25"
 
 
@@ -52,7 +53,8 @@ def crd_schemas(crds_dir: str | None = None) -> dict[tuple[str, str], dict]:
         )
     out: dict[tuple[str, str], dict] = {}
     for path in sorted(root.rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        # libyaml's loader when present: the Istio CRD file alone is megabytes.
+        for doc in yaml.load_all(path.read_text(), Loader=_LOADER):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             spec = doc["spec"]

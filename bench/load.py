@@ -76,6 +76,7 @@ class StreamResult:
     bursts: int  # gaps under a quarter of the pacing interval: events that arrived together
     frames: int  # SSE events received
     complete: bool  # the chunked body ended properly and the last event was [DONE]
+    content: str  # the deltas' text joined (compared with the direct arm's: nothing lost or reordered)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -98,4 +99,16 @@ def stream(host: str, port: int, path: str, body: dict, *, deltas: int, interval
         bursts=sum(1 for g in gaps if g < interval_ms / 4),
         frames=len(resp.events),
         complete=resp.complete and bool(data) and data[-1] == "[DONE]",
+        content=_content(data),
     )
+
+
+def _content(data: list[str]) -> str:
+    out = []
+    for d in data:
+        try:
+            for choice in json.loads(d).get("choices") or []:
+                out.append((choice.get("delta") or {}).get("content") or "")
+        except (ValueError, AttributeError):
+            pass
+    return "".join(out)

@@ -77,6 +77,82 @@ def variant_conf(conf: str, variant: str, upstream: str) -> str:
     return conf
 
 
+# Phase timing: the same Lua entry points the chart calls, run n extra times inside one real
+# request (os.clock: the worker's CPU time), so each phase's per-request cost is measured without
+# the noise of a loaded machine. n comes from the X-Bench-Loops request header.
+TIMED_ACCESS = """access_by_lua_block {
+                local router = require "gateway_router"
+                local n = tonumber(ngx.var.http_x_bench_loops) or 0
+                if n > 0 then
+                    local t0 = os.clock()
+                    for _ = 1, n do router.access() end
+                    ngx.header["X-Bench-Access-Us"] = string.format("%.3f", (os.clock() - t0) / n * 1e6)
+                end
+                router.access()
+            }"""
+TIMED_LOG = """log_by_lua_block {
+                local metrics = require "gateway_metrics"
+                local n = tonumber(ngx.var.http_x_bench_loops) or 0
+                if n > 0 then
+                    local t0 = os.clock()
+                    for _ = 1, n do metrics.log() end
+                    ngx.log(ngx.WARN, "bench-log-us=", string.format("%.3f", (os.clock() - t0) / n * 1e6))
+                end
+                metrics.log()
+            }"""
+TIMED_BODY = """body_filter_by_lua_block {
+                local metrics = require "gateway_metrics"
+                local n = tonumber(ngx.var.http_x_bench_loops) or 0
+                if n > 0 and ngx.var.gateway_ttfb == "" then
+                    metrics.first_byte()
+                    local t0 = os.clock()
+                    for _ = 1, n do metrics.first_byte() end
+                    ngx.log(ngx.WARN, "bench-body-filter-us=", string.format("%.3f", (os.clock() - t0) / n * 1e6))
+                end
+                metrics.first_byte()
+            }"""
+
+
+def timed_conf(conf: str) -> str:
+    conf = _sub(r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}", TIMED_ACCESS, conf, "timed access")
+    conf = _sub(r"body_filter_by_lua_block \{[^{}]*metrics\.first_byte\(\)[^{}]*\}", TIMED_BODY, conf,
+                "timed body filter")
+    # only the routed location's log phase (the first log_by_lua_block after proxy_pass)
+    return _sub(r"(proxy_pass http://\$gateway_upstream.*?)log_by_lua_block \{[^{}]*\}", lambda m: m.group(1) + TIMED_LOG,
+                conf, "timed log")
+
+
+def phases(gw, bodies: dict[str, Path], cpu: set[int]) -> dict:
+    """Per-request CPU of the gateway's Lua phases, by body size (microseconds)."""
+    from gateway import rawhttp
+
+    v = Variant("timed", gw, timed_conf(gw.conf.read_text()), cpu)
+    out = {}
+    try:
+        for name, path in bodies.items():
+            loops = {"1KB": 5000, "100KB": 500}.get(name, 50)
+            vals: dict[str, list[float]] = {"access_us": [], "log_us": [], "body_filter_us": []}
+            for _ in range(5):
+                before = v.err.stat().st_size
+                r = rawhttp.request("127.0.0.1", v.port, "POST", v.path, path.read_bytes(),
+                                    headers={"X-Bench-Loops": str(loops)}, timeout=60)
+                if r.status != 200:
+                    raise RuntimeError(f"timed request answered {r.status}: {r.body[:300]!r}")
+                time.sleep(0.1)
+                with v.err.open() as f:
+                    f.seek(before)
+                    log = f.read()
+                vals["access_us"].append(float(r.headers["x-bench-access-us"]))
+                for key, tag in (("log_us", "bench-log-us="), ("body_filter_us", "bench-body-filter-us=")):
+                    m = re.findall(re.escape(tag) + r"([0-9.]+)", log)
+                    if m:
+                        vals[key].append(float(m[-1]))
+            out[name] = {k: summary(x) for k, x in vals.items()}
+    finally:
+        v.stop()
+    return out
+
+
 class Variant:
     """One copy of the gateway's nginx.conf, run the way tests/gateway/runner.py runs it."""
 
@@ -125,6 +201,16 @@ class Variant:
         procs.stop(self.proc, signal.SIGQUIT)
 
 
+def print_phases(costs: dict) -> None:
+    from .report import _table
+
+    rows = [[name, fmt(c["access_us"], 1), fmt(c["log_us"], 1), fmt(c["body_filter_us"], 2)]
+            for name, c in costs.items()]
+    print("\nGateway Lua per request, CPU microseconds (median (min..max) of 5 timed requests)")
+    print(_table(["body", "access_by_lua (router.access)", "log_by_lua (metrics.log)",
+                  "body_filter_by_lua per chunk"], rows), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.profile", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=5)
@@ -132,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--nice", type=int, default=0)
+    p.add_argument("--phases-only", action="store_true", help="only the Lua phase timing (seconds, not minutes)")
     a = p.parse_args(argv)
     ensure_system_packages()
     if a.nice:
@@ -148,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         routes = json.loads((gw_arm.gw.root / "config" / "routes.json").read_text())["routes"]
         upstream = next(r["upstream"] for r in routes if r["name"] == A.ROUTED)
         conf = gw_arm.gw.conf.read_text()
+        phase_costs = phases(gw_arm.gw, bench.bodies, bench.proxy_cpus)
+        print_phases(phase_costs)
+        if a.phases_only:
+            (OUT / "profile-phases.json").write_text(json.dumps(phase_costs, indent=1))
+            return 0
         for name in a.variants.split(","):
             variants.append(Variant(name, gw_arm.gw, variant_conf(conf, name, upstream), bench.proxy_cpus))
         everyone = [nginx_arm, *variants]
@@ -192,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
           "median (min..max over rounds)")
     print(_table(["variant", "CPU us/req", "saved vs rendered", "req/s", "rps / plain", "p50 c=1 1KB ms",
                   "p50 c=1 1MB ms"], rows))
-    (OUT / "profile.json").write_text(json.dumps({"config": vars(a), "summary": out, "raw": results}, indent=1,
-                                                 default=str))
+    (OUT / "profile.json").write_text(json.dumps({"config": vars(a), "phases_us": phase_costs, "summary": out,
+                                                  "raw": results}, indent=1, default=str))
     print(f"\nJSON: {OUT / 'profile.json'}")
     return 0
 

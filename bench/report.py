@@ -26,7 +26,7 @@ def _vals(rounds: list[dict], key: str) -> list[float | None]:
     return [None if "error" in r or r.get("errors") else r.get(key) for r in rounds]
 
 
-def _stream_round(streams: list[dict]) -> dict:
+def _stream_round(streams: list[dict], reference: str | None) -> dict:
     ok = [s for s in streams if "error" not in s]
     def m(k):
         vals = [s[k] for s in ok if s.get(k) is not None and math.isfinite(s[k])]
@@ -35,6 +35,8 @@ def _stream_round(streams: list[dict]) -> dict:
             "bursts": sum(s.get("bursts", 0) for s in ok),
             "frames_ok": bool(streams) and len(ok) == len(streams)
             and all(s["frames"] == s["sent"] and s["complete"] for s in ok),
+            "content_ok": bool(streams) and len(ok) == len(streams)
+            and all(reference is not None and s.get("content") == reference and s["complete"] for s in ok),
             "frames": [f"{s.get('frames')}/{s.get('sent')}" for s in streams],
             "errors": [s["error"] for s in streams if "error" in s]}
 
@@ -54,12 +56,14 @@ def build(*, runs, status, checks, arms, config, machine, versions, started, wal
         for arm, rounds in per_arm.items():
             results["body"].setdefault(body, {})[arm] = {
                 k: summary(_vals(rounds, k)) for k in ("rps", "p50_ms", "p99_ms")}
-    stream_rounds = {arm: [_stream_round(s) for s in rs] for arm, rs in runs["stream"].items()}
+    ref = next((s.get("content") for r in runs["stream"].get("direct", []) for s in r if s.get("content")), None)
+    stream_rounds = {arm: [_stream_round(s, ref) for s in rs] for arm, rs in runs["stream"].items()}
     for arm, rs in stream_rounds.items():
         results["stream"][arm] = {"first_event_ms": summary([r["first_event_ms"] for r in rs]),
                                   "gap_median_ms": summary([r["gap_median_ms"] for r in rs]),
                                   "bursts": sum(r["bursts"] for r in rs),
                                   "frames_ok": bool(rs) and all(r["frames_ok"] for r in rs),
+                                  "content_ok": bool(rs) and all(r["content_ok"] for r in rs),
                                   "frames": [f for r in rs for f in r["frames"]],
                                   "errors": [e for r in rs for e in r["errors"]]}
 
@@ -181,8 +185,10 @@ def tables(res: dict) -> str:
         s = stream.get(a, {})
         rows.append([label[a], fmt(s.get("first_event_ms"), 2), fmt(per[a].get("stream_first_event_added_ms"), 2),
                      fmt(s.get("gap_median_ms"), 2), fmt(per[a].get("stream_gap_ratio"), 3),
-                     str(s.get("bursts", "-")), "yes" if s.get("frames_ok") else f"NO {s.get('frames')}"])
-    out += [_table(["arm", "first event", "added", "gap median", "gap ratio", "bursts", "frames = sent"], rows), ""]
+                     str(s.get("bursts", "-")), "yes" if s.get("frames_ok") else f"NO {s.get('frames')}",
+                     "yes" if s.get("content_ok") else "NO"])
+    out += [_table(["arm", "first event", "added", "gap median", "gap ratio", "bursts", "frames = sent",
+                    "text = direct"], rows), ""]
     top = cs[-1] if cs else "-"
     out.append(f"Resources at c={top}: proxy CPU per request, proxy RSS; backend CPU use (cores)")
     rows = [[label[a], fmt(per[a].get("cpu_ms_per_req"), 3), fmt((per[a].get("rss_mib") or {}).get("max"), 1),

@@ -9,6 +9,7 @@ reason starts with BUG (docs/reliability.md lists them).
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -45,11 +46,6 @@ def gateway_error(resp: rawhttp.Response, statuses, gw) -> dict:
     err = json.loads(resp.body)["error"]
     assert {"message", "type", "param", "code"} <= set(err) and err["message"], ctx
     return err
-
-
-def backend_requests(backends) -> int:
-    return sum(b.stats()["requests_total"] - b.stats()["requests"].get("/health", 0)
-               - b.stats()["requests"].get("/mock/stats", 0) for b in backends.values())
 
 
 @pytest.fixture()
@@ -136,8 +132,7 @@ class TestBodies:
 
     def test_model_at_the_length_limit_is_a_404_not_a_crash(self, gateway, untouched):
         err = gateway_error(raw(gateway, with_body("", json.dumps({"model": "m" * 256}).encode())), 404, gateway)
-        assert err["code"] == "model_not_found"
-        assert "m" * 256 not in json.dumps(err) or len(json.dumps(err)) < 2000, err
+        assert err["code"] == "model_not_found", err
 
     @pytest.mark.parametrize("model", ["beta\u0000", "beta ", " beta", "BETA", "beta\n", "bet\u0430"],
                              ids=["nul", "trailing-space", "leading-space", "case", "newline", "cyrillic-a"])
@@ -224,7 +219,7 @@ class TestFraming:
         two = json.dumps({"model": "alpha", "input": "y"}).encode()
         data = b"".join((head(extra=f"Content-Length: {len(b)}\r\n") + "\r\n").encode() + b for b in (one, two))
         data += (head(extra="Content-Length: 0\r\nConnection: close\r\n") + "\r\n").encode()
-        with __import__("socket").create_connection((HOST, gateway.port), timeout=10) as sock:
+        with socket.create_connection((HOST, gateway.port), timeout=10) as sock:
             sock.sendall(data)
             buf = b""
             while True:

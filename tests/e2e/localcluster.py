@@ -666,14 +666,12 @@ def _unmount_under(root: Path) -> None:
 def down(delete: bool = False) -> None:
     """Stop every component and remove the pods' containers and network; with `delete`, also
     the cluster's state (etcd data, kubelet dir). Built binaries and loaded images are kept."""
-    ip = node_ip()
-    comps = _components(ip)
+    binaries = {name: argv[0] for name, argv, *_ in _components(node_ip())}
     with step("stop the local cluster" + (" and delete its state" if delete else "")):
-        for name, argv, *_ in reversed(comps):
-            if name in ("containerd", "etcd", "kube-apiserver"):
-                continue
-            _stop(name, argv[0])
-        if _alive("containerd", comps[4][1][0]):
+        for name in reversed(binaries):
+            if name not in ("containerd", "etcd", "kube-apiserver"):
+                _stop(name, binaries[name])
+        if _alive("containerd", binaries["containerd"]):
             # Pod containers outlive containerd (their shims keep them): remove them first.
             tasks = _ctr("tasks", "ls", "-q").stdout.decode().split()
             for t in tasks:
@@ -686,8 +684,7 @@ def down(delete: bool = False) -> None:
             for c in _ctr("containers", "ls", "-q").stdout.decode().split():
                 _ctr("containers", "delete", c)
         for name in ("containerd", "kube-apiserver", "etcd"):
-            argv = next(a for n, a, *_ in comps if n == name)
-            _stop(name, argv[0])
+            _stop(name, binaries[name])
         subprocess.run([str(K8S_BIN / "kube-proxy"), "--cleanup"], capture_output=True)
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
         for rule in (["-s", POD_CIDR, "-j", "ACCEPT"], ["-d", POD_CIDR, "-j", "ACCEPT"]):

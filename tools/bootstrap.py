@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VERSIONS = json.loads((REPO / "tools" / "versions.json").read_text())
+BUILD_RECIPE = 2
 
 
 class ToolError(RuntimeError):
@@ -56,6 +58,11 @@ def _spec(name: str) -> str:
     return f"{t['module']}@{t['version']} {t['package']}"
 
 
+def _stamp(name: str) -> str:
+    """What a built binary was built from; bump BUILD_RECIPE when the build flags change."""
+    return f"{_spec(name)} recipe={BUILD_RECIPE}"
+
+
 def _module_dir(module: str, version: str) -> Path:
     """Download one exact module version from the proxy; return its (read-only) source dir."""
     proc = subprocess.run([_go(), "mod", "download", "-json", f"{module}@{version}"],
@@ -80,7 +87,7 @@ def go_tool(name: str, *, build: bool = True) -> Path:
     t = VERSIONS["go"][name]
     target = bin_dir() / name
     stamp = bin_dir() / f".{name}.version"
-    if target.exists() and stamp.exists() and stamp.read_text().strip() == _spec(name):
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == _stamp(name):
         return target
     if not build:
         raise ToolError(f"{name} ({_spec(name)}) is not built yet: run `python3 tools/bootstrap.py`.")
@@ -93,22 +100,35 @@ def go_tool(name: str, *, build: bool = True) -> Path:
         p.chmod(p.stat().st_mode | 0o200)
     bin_dir().mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
-    ldflags = _ldflags(name, t["version"])
+    ldflags = _ldflags(name, t["version"], src)
     proc = subprocess.run([_go(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(target), t["package"]],
                           cwd=src, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ToolError(f"building {name} failed:\n{proc.stderr[-3000:]}")
     shutil.rmtree(src)
-    stamp.write_text(_spec(name) + "\n")
+    stamp.write_text(_stamp(name) + "\n")
     return target
 
 
-def _ldflags(name: str, version: str) -> str:
-    """Stamp the real version where the tool reads it from the linker (helm prints it)."""
-    if name in ("helm", "helm4"):
-        major = "v3" if name == "helm" else "v4"
-        return f"-s -w -X helm.sh/helm/{major}/internal/version.version={version}"
-    return "-s -w"
+def _ldflags(name: str, version: str, src: Path) -> str:
+    """The linker flags of the tool's own release build (its Makefile).
+
+    Helm prints its version from one; Helm 3 also takes its default Kubernetes
+    version (for `helm template` and lint) from the client-go it was built with,
+    and falls back to 1.20 without these flags.
+    """
+    flags = ["-s", "-w"]
+    if name == "helm4":
+        flags.append(f"-X helm.sh/helm/v4/internal/version.version={version}")
+    if name == "helm":
+        flags.append(f"-X helm.sh/helm/v3/internal/version.version={version}")
+        match = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", (src / "go.mod").read_text(), re.M)
+        if not match:
+            raise ToolError("helm's go.mod names no k8s.io/client-go version")
+        for pkg in ("pkg/lint/rules", "pkg/chartutil"):
+            flags.append(f"-X helm.sh/helm/v3/{pkg}.k8sVersionMajor=1")
+            flags.append(f"-X helm.sh/helm/v3/{pkg}.k8sVersionMinor={match.group(1)}")
+    return " ".join(flags)
 
 
 def ct_config_dir() -> Path:

@@ -26,19 +26,23 @@ def _vals(rounds: list[dict], key: str) -> list[float | None]:
     return [None if "error" in r or r.get("errors") else r.get(key) for r in rounds]
 
 
-def _stream_round(streams: list[dict], reference: str | None) -> dict:
-    ok = [s for s in streams if "error" not in s]
-    def m(k):
-        vals = [s[k] for s in ok if s.get(k) is not None and math.isfinite(s[k])]
+def _stream_round(entries: list[dict], reference: str | None) -> dict:
+    """One round of one arm: full streams (gaps, frames, text) and short ones (first event only)."""
+    ok = [s for s in entries if "error" not in s]
+    full = [s for s in entries if s.get("kind") != "ttfe"]
+    full_ok = [s for s in full if "error" not in s]
+
+    def m(k, items):
+        vals = [s[k] for s in items if s.get(k) is not None and math.isfinite(s[k])]
         return statistics.median(vals) if vals else None
-    return {"first_event_ms": m("first_event_ms"), "gap_median_ms": m("gap_median_ms"),
-            "bursts": sum(s.get("bursts", 0) for s in ok),
-            "frames_ok": bool(streams) and len(ok) == len(streams)
-            and all(s["frames"] == s["sent"] and s["complete"] for s in ok),
-            "content_ok": bool(streams) and len(ok) == len(streams)
-            and all(reference is not None and s.get("content") == reference and s["complete"] for s in ok),
-            "frames": [f"{s.get('frames')}/{s.get('sent')}" for s in streams],
-            "errors": [s["error"] for s in streams if "error" in s]}
+    return {"first_event_ms": m("first_event_ms", ok), "gap_median_ms": m("gap_median_ms", full_ok),
+            "bursts": sum(s.get("bursts", 0) for s in full_ok),
+            "frames_ok": bool(full) and len(ok) == len(entries)
+            and all(s.get("frames") == s.get("sent") and s["complete"] for s in ok),
+            "content_ok": bool(full) and len(full_ok) == len(full)
+            and all(reference is not None and s.get("content") == reference and s["complete"] for s in full_ok),
+            "frames": [f"{s.get('frames')}/{s.get('sent')}" for s in full],
+            "errors": [s["error"] for s in entries if "error" in s]}
 
 
 def build(*, runs, status, checks, arms, config, machine, versions, started, wall_s, notes) -> dict:
@@ -56,7 +60,8 @@ def build(*, runs, status, checks, arms, config, machine, versions, started, wal
         for arm, rounds in per_arm.items():
             results["body"].setdefault(body, {})[arm] = {
                 k: summary(_vals(rounds, k)) for k in ("rps", "p50_ms", "p99_ms")}
-    ref = next((s.get("content") for r in runs["stream"].get("direct", []) for s in r if s.get("content")), None)
+    ref = next((s.get("content") for r in runs["stream"].get("direct", []) for s in r
+                if s.get("content") and s.get("kind") != "ttfe"), None)
     stream_rounds = {arm: [_stream_round(s, ref) for s in rs] for arm, rs in runs["stream"].items()}
     for arm, rs in stream_rounds.items():
         results["stream"][arm] = {"first_event_ms": summary([r["first_event_ms"] for r in rs]),

@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds (default 5; --quick 1)")
     p.add_argument("--seconds", type=float, help="seconds per wrk run (default 3; --quick 1)")
     p.add_argument("--concurrency", help="comma list (default 1,8,32,128; --quick 1,32)")
-    p.add_argument("--streams", type=int, help="streams per arm per round (default 3; --quick 1)")
+    p.add_argument("--streams", type=int, help="full streams per arm per round (default 3; --quick 1)")
+    p.add_argument("--ttfe-streams", type=int, help="short streams per arm per round, for the time to first "
+                                                     "event (default 20; --quick 5)")
     p.add_argument("--arms", default=",".join(ARM_ORDER), help=f"comma list of {ARM_ORDER}")
     p.add_argument("--workers", type=int, default=1, help="worker processes/threads per proxy (default 1)")
     p.add_argument("--proxy-cpus", default="1", help="cores for the proxy under test (default 1)")
@@ -61,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if 1 not in a.concurrency:
         a.concurrency.insert(0, 1)  # added latency is measured at concurrency 1
     a.streams = a.streams or (1 if a.quick else 3)
+    a.ttfe_streams = a.ttfe_streams if a.ttfe_streams is not None else (5 if a.quick else 20)
     a.arms = [x for x in ARM_ORDER if x in a.arms.split(",")]
     return a
 
@@ -208,6 +211,22 @@ class Bench:
             time.sleep(0.05)  # let the mock count the tail it wrote
             r["sent"] = self.backends.mock.stats().get("chunks_sent", 0) - before
             out.append(r)
+        # Time to first event needs many samples, not long streams: short ones (role + 2 deltas).
+        for _ in range(self.args.ttfe_streams):
+            before = self.backends.mock.stats().get("chunks_sent", 0)
+            body = stream_body(arm.name)
+            body["mock"] = {"chunks": 2, "interval_ms": STREAM_INTERVAL_MS}
+            if "extra_body" in body:
+                body["extra_body"] = {"mock": body["mock"]}
+            try:
+                r = load.stream("127.0.0.1", arm.stream_port, arm.path, body, deltas=2,
+                                interval_ms=STREAM_INTERVAL_MS).as_dict()
+            except (OSError, RuntimeError) as exc:
+                r = {"error": str(exc)[:300]}
+            r["kind"] = "ttfe"
+            time.sleep(0.03)
+            r["sent"] = self.backends.mock.stats().get("chunks_sent", 0) - before
+            out.append(r)
         return out
 
     def warmup(self) -> None:
@@ -326,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         logs = {arm.name: arm.log_tail()[-3000:] for arm in bench.arms}
         bench.stop()
     mach["loadavg_end"] = os.getloadavg()
+    (OUT / "raw-runs.json").write_text(json.dumps(bench.runs))  # kept even if the report below fails
     result = report.build(
         runs=bench.runs, status=bench.status, checks=bench.checks,
         arms={a.name: {"label": a.label, "version": a.version} for a in bench.arms},
         config={"quick": args.quick, "rounds": args.rounds, "seconds": args.seconds,
-                "concurrency": args.concurrency, "streams_per_round": args.streams,
+                "concurrency": args.concurrency, "streams_per_round": args.streams, "ttfe_streams_per_round": args.ttfe_streams,
                 "workers_per_proxy": args.workers, "nice": args.nice, "proxy_cpus": sorted(bench.proxy_cpus),
                 "load_cpus": sorted(bench.load_cpus), "backend_cpus": sorted(bench.backend_cpus),
                 "stream": {"deltas": STREAM_DELTAS, "interval_ms": STREAM_INTERVAL_MS},

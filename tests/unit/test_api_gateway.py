@@ -87,8 +87,14 @@ def test_nginx_conf_is_the_file_with_values_filled_in():
     template = (FILES / "nginx.conf").read_text()
     # Auth on, so that the lines of every conditional block are rendered too.
     conf = config_map(render(merged(CATALOG, {"auth": {"enabled": True, "existingSecret": "k"}})))["nginx.conf"]
-    # Lines without template actions come through unchanged and in order.
-    static = [line for line in template.splitlines() if "{{" not in line]
+    # Lines without template actions come through unchanged and in order (but those of an
+    # `else` branch, which these values do not take).
+    static, in_else = [], False
+    for line in template.splitlines():
+        if "{{" in line:
+            in_else = "else" in line or (in_else and "end" not in line)
+        elif not in_else:
+            static.append(line)
     rendered = conf.splitlines()
     pos = 0
     for line in static:
@@ -109,6 +115,17 @@ def test_nginx_conf_has_no_user_and_writes_only_to_the_temp_dir():
     assert "access_log /dev/stdout gateway;" in directives
     for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert f"{temp}_temp_path /scratch/{temp};" in directives
+
+
+def test_access_log_and_temp_medium_switches():
+    manifests = render(merged(CATALOG, {"accessLog": {"enabled": False}, "tempDirMedium": "Memory"}))
+    conf = config_map(manifests)["nginx.conf"]
+    assert "access_log off;" in conf and "access_log /dev/stdout" not in conf
+    pod = deployment(manifests)["spec"]["template"]["spec"]
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+    assert "medium" not in next(v for v in deployment(render(CATALOG))["spec"]["template"]["spec"]["volumes"]
+                                if v["name"] == "tmp")["emptyDir"]
 
 
 def test_debian_values_load_the_lua_module_at_the_top():

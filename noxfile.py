@@ -3,6 +3,7 @@
     nox                 lint + unit + gateway (+ the sessions later issues add to the default set)
     nox -s gateway      api-gateway on real nginx + Lua (Debian packages; installs them as root)
     nox -s unit -- -k vllm     arguments after -- reach pytest
+    nox -s soak         10-minute gateway soak (opt-in); lint queues the checkov session
 """
 from __future__ import annotations
 

@@ -28,11 +28,10 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    capman = config.pluginmanager.getplugin("capturemanager")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
-
     def write(line: str) -> None:
         # Progress is for the person waiting: shown at once, not captured with the test output.
+        capman = config.pluginmanager.getplugin("capturemanager")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
         if capman is None or reporter is None:
             print(line, flush=True)
             return
@@ -70,7 +69,8 @@ def stack(cluster, request):
     if not _keep(request.config):
         with progress.step(f"remove the stack (namespace {NAMESPACE})"):
             s.uninstall_all()
-            cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=true", check=False, timeout=300)
+            for ns in (NAMESPACE, *sorted(s.extra_namespaces)):
+                cluster.kubectl("delete", "namespace", ns, "--wait=true", check=False, timeout=300)
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ class Stack:
         self.workdir = workdir
         self.images: dict[str, str] = {}
         self.extra_models: list[dict] = []
+        self.extra_namespaces: set[str] = set()  # created for dry runs; removed with the stack
         workdir.mkdir(parents=True, exist_ok=True)
 
     # -- helm ----------------------------------------------------------------------------------
@@ -137,10 +138,14 @@ class Stack:
         """`kubectl apply --dry-run=server --validate=strict`; namespaces it names are created first
         (a dry run cannot create them, and the API server refuses objects in a missing one)."""
         docs = [d for d in yaml.safe_load_all(manifest) if isinstance(d, dict) and d.get("kind")]
-        for ns in sorted({d["metadata"].get("namespace") for d in docs} - {None, self.namespace}):
-            self.cluster.kubectl("create", "namespace", ns, check=False)
-        return self.cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-n", self.namespace,
-                                    "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+        for doc in docs:
+            doc["metadata"].setdefault("namespace", self.namespace)  # as `helm install -n` would
+        existing = {n["metadata"]["name"] for n in self.cluster.kubectl_json("get", "namespaces")["items"]}
+        for ns in sorted({d["metadata"]["namespace"] for d in docs} - existing):
+            self.cluster.kubectl("create", "namespace", ns)
+            self.extra_namespaces.add(ns)
+        return self.cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-",
+                                    input=yaml.safe_dump_all(docs), check=False)
 
     # -- the stack -----------------------------------------------------------------------------
     def prepare(self) -> None:

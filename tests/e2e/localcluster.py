@@ -659,7 +659,7 @@ def up() -> Path:
 
 def _unmount_under(root: Path) -> None:
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for m in sorted((m for m in mounts if m.startswith(str(root) + "/")), key=len, reverse=True):
+    for m in sorted((m for m in mounts if m == str(root) or m.startswith(str(root) + "/")), key=len, reverse=True):
         subprocess.run(["umount", "-l", m], capture_output=True)
 
 
@@ -674,15 +674,11 @@ def down(delete: bool = False) -> None:
         if _alive("containerd", binaries["containerd"]):
             # Pod containers outlive containerd (their shims keep them): remove them first.
             tasks = _ctr("tasks", "ls", "-q").stdout.decode().split()
-            for t in tasks:
-                _ctr("tasks", "kill", "-s", "SIGKILL", t)
-            for t in tasks:
-                for _ in range(20):
-                    if _ctr("tasks", "delete", t).returncode == 0:
-                        break
-                    time.sleep(0.25)
-            for c in _ctr("containers", "ls", "-q").stdout.decode().split():
-                _ctr("containers", "delete", c)
+            if tasks:
+                _ctr("tasks", "delete", "--force", *tasks)
+            containers = _ctr("containers", "ls", "-q").stdout.decode().split()
+            if containers:
+                _ctr("containers", "delete", *containers)
         for name in ("containerd", "kube-apiserver", "etcd"):
             _stop(name, binaries[name])
         subprocess.run([str(K8S_BIN / "kube-proxy"), "--cleanup"], capture_output=True)

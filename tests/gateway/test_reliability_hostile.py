@@ -3,8 +3,8 @@
 A client's mistake gets a 4xx in the OpenAI envelope made by the gateway (never a 5xx, never
 a backend answer), framing that could smuggle a second request is refused, a header never
 overrides the body's model, and no API key reaches a log. The property test (hypothesis)
-drives the same rules over generated bodies. Known gateway bugs are strict xfails whose
-reason starts with BUG (docs/reliability.md lists them).
+drives the same rules over generated bodies. A known gateway bug would be a strict xfail whose
+reason starts with BUG (docs/reliability.md lists what these tests found).
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -173,7 +174,14 @@ def nginx_workers(gw) -> set[int]:
 STREAMS = 50
 
 
-def test_reload_with_50_streams_in_flight_truncates_none(gateway_factory, own):
+def nginx_reload(gw, nginx_bin: str) -> None:
+    """`nginx -s reload` against this gateway's pid file (it signals the master with SIGHUP)."""
+    proc = subprocess.run([nginx_bin, "-p", str(gw.root / "tmp") + "/", "-e", "/dev/stderr", "-c", str(gw.conf),
+                           "-s", "reload"], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, f"nginx -s reload failed: {proc.stderr}{gw.context()}"
+
+
+def test_reload_with_50_streams_in_flight_truncates_none(gateway_factory, own, nginx_bin):
     gw = gateway_factory({"routing": {"endpoints": {"alpha": own.address}},
                           "nginx": {"workerShutdownTimeout": "20s"}}, name="reload50")
     old_workers = nginx_workers(gw)
@@ -183,7 +191,7 @@ def test_reload_with_50_streams_in_flight_truncates_none(gateway_factory, own):
     threads = run_streams(gw, STREAMS, chat(n=deltas, interval=interval), results)
     ok, _ = wait_until(lambda: own.stats()["streams_started"] - before["streams_started"] >= STREAMS, 10)
     assert ok, f"only {own.stats()['streams_started'] - before['streams_started']} streams started"
-    gw.proc.send_signal(signal.SIGHUP)  # what `nginx -s reload` sends the master
+    nginx_reload(gw, nginx_bin)
     new, _ = wait_until(lambda: nginx_workers(gw) - old_workers, 10)
     assert new, "no new workers after the reload"
     # A request during the drain goes to the new workers and works.

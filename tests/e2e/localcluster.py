@@ -124,7 +124,7 @@ def ensure_kubernetes() -> None:
     if all((K8S_BIN / b).exists() for b in K8S_BINARIES):
         return
     with step(f"build Kubernetes {K8S_VERSION} server binaries from the Go module proxy "
-              "(cold: about 10-15 min on 2 cores)"):
+              "(cold: 15-30 min on 2 cores)"):
         log = LOGS / "build-kubernetes.log"
         if not (K8S_SRC / "go.mod").exists():
             out = subprocess.run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"],
@@ -194,7 +194,7 @@ def ensure_trixie_binaries() -> None:
 def ensure_coredns() -> None:
     if COREDNS.exists():
         return
-    with step(f"build CoreDNS {COREDNS_VERSION} from the Go module proxy (cold: about 4 min)"):
+    with step(f"build CoreDNS {COREDNS_VERSION} from the Go module proxy (cold: 10-30 min on 2 cores)"):
         gobin = CACHE / "gobin"
         progress.run(["nice", "-n", "10", "go", "install", "-ldflags", "-s -w",
                       f"github.com/coredns/coredns@{COREDNS_VERSION}"],

@@ -216,8 +216,9 @@ def test_model_scaled_to_zero_answers_503_then_recovers(stack, gateway):
     stack.scale(deployment, 0)
     try:
         until(f"{deployment} pods gone", lambda: not pods_of(stack, deployment), timeout=120)
+        # The gateway's health checks run every 5 s (healthCheck.intervalSeconds): allow a few.
         resp = until("503 from the gateway", lambda: (r := chat(gateway, name)).status_code == 503 and r,
-                     timeout=60)
+                     timeout=30)
         assert resp.headers.get("Retry-After", "").isdigit(), dict(resp.headers)
         assert resp.json()["error"], resp.text
         listed = models_by_id(gateway)

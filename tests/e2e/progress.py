@@ -81,7 +81,8 @@ def run(cmd: Sequence[str | os.PathLike], *, log: Path, name: str | None = None,
                     proc.wait()
                     raise CommandError(cmd, -9, f"timed out after {timeout:.0f}s\n{_tail(log)}")
                 if now >= next_beat:
-                    last = _tail(log, 1)[:100]
+                    lines = [ln for ln in _tail(log, 5).splitlines() if ln.strip() and not ln.startswith("$ ")]
+                    last = lines[-1][:100] if lines else ""
                     say(f"  {name}: still running ({now - start:.0f}s) {last}")
                     next_beat = now + HEARTBEAT
     if rc != 0:

@@ -74,12 +74,12 @@ Env entries that carry a secret as a plain value, one line each (empty when
 fine). A name that looks like a credential must come from a Secret
 (valueFrom.secretKeyRef), never from values: values end up in the release
 Secret, in `helm get values`, in Argo CD's UI and in Git.
-Argument: dict "path" "models[0].env" "env" LIST.
+Argument: dict "where" "models[0] (name)" "env" LIST.
 */}}
 {{- define "model-catalog.plainSecretEnv" -}}
 {{- range $i, $e := (.env | default list) }}
 {{- if and (hasKey $e "value") (regexMatch "(?i)(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEYS?$|CREDENTIAL|DATABASE_URL|REDIS_URL)" (toString $e.name)) }}
-{{ $.path }}[{{ $i }}] ({{ $e.name }}): has a plain value; a secret must not live in values. Create a Secret and use valueFrom.secretKeyRef instead.
+{{ $.where }}: env {{ $e.name }} has a plain value; a secret must not live in values. Create a Secret (kubectl create secret generic NAME --from-literal=KEY=...) and use valueFrom.secretKeyRef instead.
 {{- end }}
 {{- end }}
 {{- end }}

@@ -103,7 +103,7 @@ Problems of one {existingSecret, key} pair, one line each. Argument: dict "path"
 {{- range $path, $ref := dict "gateway.apiKey" $v.gateway.apiKey "secretKey" $v.secretKey "redis" $v.redis "externalDatabase" $v.externalDatabase }}
 {{- $messages = concat $messages (splitList "\n" (include "openwebui.secretRefProblems" (dict "path" $path "ref" $ref))) }}
 {{- end }}
-{{- $messages = concat $messages (splitList "\n" (include "model-catalog.plainSecretEnv" (dict "path" "extraEnv" "env" $v.extraEnv) | trim)) }}
+{{- $messages = concat $messages (splitList "\n" (include "model-catalog.plainSecretEnv" (dict "where" "extraEnv" "env" $v.extraEnv) | trim)) }}
 {{- if and (eq $v.rag.embeddingEngine "openai") (not $v.rag.embeddingModel) }}
 {{- $messages = append $messages "rag.embeddingModel: empty while rag.embeddingEngine is openai; set a modelName the api-gateway serves for /v1/embeddings." }}
 {{- end }}

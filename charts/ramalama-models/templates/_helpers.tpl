@@ -176,11 +176,7 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- else if and $m.url (not (regexMatch "^https?://[^\\s]+$" $m.url)) }}
 {{ $w }}: url {{ $m.url | quote }} must start with https:// or http:// (the fetch step downloads it with curl).
 {{- end }}
-{{- range $e := ($m.env | default list) }}
-{{- if and (has (toString $e.name) (list "HF_TOKEN" "LLAMA_API_KEY" "FETCH_TOKEN")) (hasKey $e "value") }}
-{{ $w }}: env {{ $e.name }} (the entry's env or defaults.env) has a plain value; never put a secret in values. Create a Secret and use valueFrom.secretKeyRef instead.
-{{- end }}
-{{- end }}
+{{- include "model-catalog.plainSecretEnv" (dict "where" $w "env" $m.env) }}
 {{- if and $m.sha256 (not (regexMatch "^[a-fA-F0-9]{64}$" $m.sha256)) }}
 {{ $w }}: sha256 must be the 64 hex characters of the file's SHA-256 (sha256sum FILE), not {{ $m.sha256 | quote }}.
 {{- end }}

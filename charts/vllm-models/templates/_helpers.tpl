@@ -278,11 +278,7 @@ Argument: dict "model" $m (resolved) "where" "models[i] (name)".
 {{- if and (not $m.existingClaim) (not (or (has "ReadWriteOnce" $m.accessModes) (has "ReadWriteMany" $m.accessModes) (has "ReadWriteOncePod" $m.accessModes))) }}
 {{ $w }}: accessModes {{ join "/" $m.accessModes }} cannot be written: the engine downloads into the cache PVC. Add ReadWriteOnce or ReadWriteMany, or use existingClaim with a pre-filled cache.
 {{- end }}
-{{- range $e := ($m.env | default list) }}
-{{- if and (eq $e.name "HF_TOKEN") (hasKey $e "value") }}
-{{ $w }}: env HF_TOKEN has a plain value; never put a token in values. Create a Secret (kubectl create secret generic hf-token --from-literal=token=hf_...) and set hfToken.secretName: hf-token.
-{{- end }}
-{{- end }}
+{{- include "model-catalog.plainSecretEnv" (dict "where" $w "env" $m.env) }}
 {{- end }}
 
 {{/* Every rule the schema cannot express; fails once with all messages. */}}

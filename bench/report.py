@@ -190,7 +190,7 @@ def tables(res: dict) -> str:
         s = stream.get(a, {})
         rows.append([label[a], fmt(s.get("first_event_ms"), 2), fmt(per[a].get("stream_first_event_added_ms"), 2),
                      fmt(s.get("gap_median_ms"), 2), fmt(per[a].get("stream_gap_ratio"), 3),
-                     str(s.get("bursts", "-")), "yes" if s.get("frames_ok") else f"NO {s.get('frames')}",
+                     str(s.get("bursts", "-")), "yes" if s.get("frames_ok") else "NO " + _counts(s.get("frames") or []),
                      "yes" if s.get("content_ok") else "NO"])
     out += [_table(["arm", "first event", "added", "gap median", "gap ratio", "bursts", "frames = sent",
                     "text = direct"], rows), ""]
@@ -213,6 +213,14 @@ def tables(res: dict) -> str:
     out.append(f"Machine: {res['machine'].get('cpu')}, {res['machine'].get('cores')} cores, "
                f"load average {la0[0]:.1f} at start, {la1[0]:.1f} at end." if la0 and la1 else "")
     return "\n".join(out)
+
+
+def _counts(items: list[str]) -> str:
+    """'67/68 x15' for a list of received/sent pairs, each distinct one with its count."""
+    seen: dict[str, int] = {}
+    for x in items:
+        seen[x] = seen.get(x, 0) + 1
+    return ", ".join(f"{k} x{n}" for k, n in seen.items())
 
 
 def plot(res: dict, path: Path) -> Path | None:

@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="never install LiteLLM or build onwards")
     p.add_argument("--update-docs", action="store_true", help="write the tables into docs/performance.md")
     p.add_argument("--out", type=Path, default=OUT / "gateway.json")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: rebuild the tables, plot (and docs) from the raw runs in --out")
     a = p.parse_args(argv)
     a.rounds = a.rounds or (1 if a.quick else 5)
     a.seconds = a.seconds or (1 if a.quick else 3)
@@ -320,8 +322,24 @@ def versions(bench: Bench) -> dict:
     return out
 
 
+def report_only(args: argparse.Namespace) -> int:
+    old = json.loads(args.out.read_text())
+    result = report.build(runs=old["raw"], status=old["arm_status"], checks=old["route_checks"], arms=old["arms"],
+                          config=old["config"], machine=old["machine"], versions=old["versions"],
+                          started=old["started"], wall_s=old["wall_s"], notes=old["notes"])
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    text = report.tables(result)
+    print(text)
+    report.plot(result, OUT / "latency.png")
+    if args.update_docs:
+        report.update_docs(REPO / "docs" / "performance.md", text, result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        return report_only(args)
     t0 = time.monotonic()
     ensure_system_packages()
     if args.nice:

@@ -83,3 +83,33 @@ Argument: dict "where" "models[0] (name)" "env" LIST.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+An entry with the chart-wide defaults filled in, as YAML. A key the entry sets
+(not null) replaces the default whole, so 0 and false count as set; the keys
+named in "merge" are maps merged key by key instead (entry wins).
+Argument: dict "model" ENTRY "defaults" MAP "merge" (list of keys, optional).
+*/}}
+{{- define "model-catalog.withDefaults" -}}
+{{- $m := dict }}
+{{- range $k, $x := .model }}
+{{- if not (kindIs "invalid" $x) }}
+{{- $_ := set $m $k $x }}
+{{- end }}
+{{- end }}
+{{- range $k, $d := (.defaults | default dict) }}
+{{- $x := get $m $k }}
+{{- if not (hasKey $m $k) }}
+{{- $_ := set $m $k $d }}
+{{- else if and (has $k ($.merge | default list)) (kindIs "map" $x) (kindIs "map" $d) }}
+{{- $g := deepCopy $d }}
+{{- range $gk, $gx := $x }}
+{{- if not (kindIs "invalid" $gx) }}
+{{- $_ := set $g $gk $gx }}
+{{- end }}
+{{- end }}
+{{- $_ := set $m $k $g }}
+{{- end }}
+{{- end }}
+{{- toYaml $m }}
+{{- end }}

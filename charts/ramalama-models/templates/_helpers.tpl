@@ -74,12 +74,7 @@ means the whole cores of the CPU limit, when there is one.
 Argument: dict "context" $ "model" $m.
 */}}
 {{- define "ramalama-models.resolve" -}}
-{{- $m := deepCopy .model }}
-{{- range $k, $d := .context.Values.defaults }}
-{{- if or (not (hasKey $m $k)) (kindIs "invalid" (get $m $k)) }}
-{{- $_ := set $m $k $d }}
-{{- end }}
-{{- end }}
+{{- $m := include "model-catalog.withDefaults" (dict "model" .model "defaults" .context.Values.defaults) | fromYaml }}
 {{- if kindIs "invalid" $m.gpuLayers }}
 {{- $_ := set $m "gpuLayers" (ternary 0 999 (eq $m.accelerator "cpu")) }}
 {{- end }}

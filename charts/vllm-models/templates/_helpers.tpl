@@ -50,26 +50,7 @@ Argument: dict "context" $ "model" $m.
 */}}
 {{- define "vllm-models.resolve" -}}
 {{- $v := .context.Values }}
-{{- $m := dict }}
-{{- range $k, $x := .model }}
-{{- if not (kindIs "invalid" $x) }}
-{{- $_ := set $m $k $x }}
-{{- end }}
-{{- end }}
-{{- range $k, $d := ($v.defaults | default dict) }}
-{{- $x := get $m $k }}
-{{- if not (hasKey $m $k) }}
-{{- $_ := set $m $k $d }}
-{{- else if and (has $k (list "hfToken" "image" "podDisruptionBudget" "serviceMonitor")) (kindIs "map" $x) (kindIs "map" $d) }}
-{{- $g := deepCopy $d }}
-{{- range $gk, $gx := $x }}
-{{- if not (kindIs "invalid" $gx) }}
-{{- $_ := set $g $gk $gx }}
-{{- end }}
-{{- end }}
-{{- $_ := set $m $k $g }}
-{{- end }}
-{{- end }}
+{{- $m := include "model-catalog.withDefaults" (dict "model" .model "defaults" $v.defaults "merge" (list "hfToken" "image" "podDisruptionBudget" "serviceMonitor")) | fromYaml }}
 {{- $engine := $m.engine | default "vllm" }}
 {{- $_ := set $m "engine" $engine }}
 {{- $_ := set $m "replicas" (ternary (int $m.replicas) 1 (hasKey $m "replicas")) }}

@@ -1,6 +1,7 @@
 """The one way tests render a chart: `render_chart(...)`, through the real helm CLI."""
 from __future__ import annotations
 
+import fcntl
 import functools
 import subprocess
 import tempfile
@@ -39,10 +40,19 @@ def run_helm(args: list[str], *, helm: str = "helm3", check: bool = True) -> sub
 
 @functools.lru_cache(maxsize=None)
 def build_dependencies(chart_dir: str) -> None:
-    """`helm dependency build` once per chart and test process (file:// library chart)."""
+    """`helm dependency build` once per chart and test process (file:// library chart).
+
+    Under a file lock: two processes building into the same charts/ folder
+    (nox sessions, a developer's second pytest) would otherwise collide.
+    """
     chart = Path(chart_dir)
     meta = yaml.safe_load((chart / "Chart.yaml").read_text())
-    if meta.get("dependencies"):
+    if not meta.get("dependencies"):
+        return
+    locks = paths.BUILD / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{chart.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         run_helm(["dependency", "build", "--skip-refresh", str(chart)])
 
 

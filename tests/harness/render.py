@@ -1,6 +1,7 @@
 """The one way tests render a chart: `render_chart(...)`, through the real helm CLI."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import subprocess
@@ -49,11 +50,18 @@ def build_dependencies(chart_dir: str) -> None:
     meta = yaml.safe_load((chart / "Chart.yaml").read_text())
     if not meta.get("dependencies"):
         return
+    with _chart_lock(chart, fcntl.LOCK_EX):
+        run_helm(["dependency", "build", "--skip-refresh", str(chart)])
+
+
+@contextlib.contextmanager
+def _chart_lock(chart: Path, mode: int):
+    """Exclusive while charts/ is rebuilt, shared while helm reads it."""
     locks = paths.BUILD / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{chart.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        run_helm(["dependency", "build", "--skip-refresh", str(chart)])
+    with open(locks / f"{chart.name}.lock", "a") as lock:
+        fcntl.flock(lock, mode)
+        yield
 
 
 def chart_path(chart: str | Path) -> Path:
@@ -120,7 +128,8 @@ def render_text(
             yaml.safe_dump(values, tmp)
             tmp.flush()
             args += ["--values", tmp.name]
-        return run_helm(args, helm=helm).stdout
+        with _chart_lock(path, fcntl.LOCK_SH):
+            return run_helm(args, helm=helm).stdout
 
 
 def parse_manifests(text: str) -> list[dict]:

@@ -99,9 +99,13 @@ the address (routing.endpoints or the Service's DNS name) and the Host header.
 {{- if and (ne $want "") (ne $want "none") (not (include "api-gateway.defaultModel" .)) }}
 {{- $messages = append $messages (printf "routing.defaultModel (%q): no enabled model has this name or alias; use one of %s, \"\" (the first model) or \"none\"." $want (join ", " $names)) }}
 {{- end }}
-{{- range $name, $_ := .Values.routing.endpoints }}
+{{- range $name, $addr := .Values.routing.endpoints }}
 {{- if not (has $name $names) }}
 {{- $messages = append $messages (printf "routing.endpoints.%s: no enabled model has this modelName (routes: %s); remove it or fix the name." $name (join ", " $names)) }}
+{{- end }}
+{{- $port := regexReplaceAll "^.*:" $addr "" | int }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- $messages = append $messages (printf "routing.endpoints.%s: port %d of %q is not a TCP port (1-65535)." $name $port $addr) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.auth.enabled (not .Values.auth.existingSecret) }}

@@ -666,6 +666,9 @@ def _unmount_under(root: Path) -> None:
 def down(delete: bool = False) -> None:
     """Stop every component and remove the pods' containers and network; with `delete`, also
     the cluster's state (etcd data, kubelet dir). Built binaries and loaded images are kept."""
+    if not STATE.exists() and not any(_pidfile(n).exists() for n in ("etcd", "kubelet", "containerd")):
+        say(f"no local cluster under {STATE}")
+        return
     binaries = {name: argv[0] for name, argv, *_ in _components(node_ip())}
     with step("stop the local cluster" + (" and delete its state" if delete else "")):
         for name in reversed(binaries):
@@ -681,7 +684,8 @@ def down(delete: bool = False) -> None:
                 _ctr("containers", "delete", *containers)
         for name in ("containerd", "kube-apiserver", "etcd"):
             _stop(name, binaries[name])
-        subprocess.run([str(K8S_BIN / "kube-proxy"), "--cleanup"], capture_output=True)
+        if (K8S_BIN / "kube-proxy").exists():
+            subprocess.run([str(K8S_BIN / "kube-proxy"), "--cleanup"], capture_output=True)
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
         for rule in (["-s", POD_CIDR, "-j", "ACCEPT"], ["-d", POD_CIDR, "-j", "ACCEPT"]):
             subprocess.run(["iptables", "-D", "FORWARD", *rule], capture_output=True)

@@ -47,7 +47,7 @@ def demo(cluster: providers.Cluster) -> int:
             if resp.ok:
                 text = resp.json()["choices"][0]["message"]["content"][:60]
             print(f"  {name:28} HTTP {resp.status_code}  answered by {backend}  {text!r}")
-    print(f"\nLeft running. Remove with: nox -s down")
+    print("\nLeft running. Remove with: nox -s down")
     return 0
 
 

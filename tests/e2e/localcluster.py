@@ -17,7 +17,6 @@ CLI: python3 tests/e2e/localcluster.py up|down|delete|status
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import io
 import json

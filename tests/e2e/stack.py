@@ -19,7 +19,7 @@ from typing import Iterator
 
 import yaml
 
-from . import images
+from . import images, progress
 from .progress import say, step
 from .providers import Cluster
 
@@ -111,7 +111,9 @@ class Stack:
         if wait:
             args += ["--wait", "--timeout", "5m"]
         with step(f"helm {args[0]} {chart} -n {self.namespace}"):
-            self.helm(*args)
+            # through progress.run: a heartbeat while --wait waits for the pods
+            progress.run([helm_bin(), *args, *self.cluster.kube_args()], log=self.workdir / "helm.log",
+                         name=f"helm {args[0]} {chart}", timeout=660)
 
     def dry_run_server(self, chart: str) -> str:
         """`helm install --dry-run=server`: rendered and validated by the real API server."""

@@ -431,5 +431,6 @@ class Onwards(Arm):
             self.stop()
             raise ArmUnavailable(f"onwards did not start: {tail}")
         self.fast_port = self.stream_port = port
-        self.version = procs.run_text([str(exe), "--version"]) or ONWARDS_VERSION
+        out = [ln for ln in procs.run_text([str(exe), "--version"]).splitlines() if ln.startswith("onwards ")]
+        self.version = out[-1] if out else ONWARDS_VERSION  # it logs a telemetry line first
         procs.pin(self.pids(), self.cpus)

@@ -317,6 +317,9 @@ def versions(bench: Bench) -> dict:
            "lua-cjson": deb("lua-cjson"), "wrk": deb("wrk")}
     for arm in bench.arms:
         out[f"arm:{arm.name}"] = arm.version
+    head = procs.run_text(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = procs.run_text(["git", "-C", str(REPO), "status", "--porcelain", "--", "charts/api-gateway"])
+    out["repo_commit"] = head + (" (charts/api-gateway has uncommitted changes)" if dirty else "")
     out["litellm_pinned"] = A.LITELLM_VERSION
     out["onwards_pinned"] = A.ONWARDS_VERSION
     return out

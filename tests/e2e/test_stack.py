@@ -252,4 +252,8 @@ def test_uninstall_keeps_the_model_caches(stack):
     assert kept_before, "no cache PVC is marked helm.sh/resource-policy: keep"
     assert kept_before <= pvcs, f"kept caches gone: {kept_before - pvcs}"
     assert not workloads, workloads
+    if stack.cluster.provider == "local":  # the node is this host: the GGUF files are still there
+        for model in _models():
+            if "gguf" in model:
+                assert (Path(GGUF_DIR) / model["gguf"]).exists(), model["gguf"]
     say(f"after uninstall: kept {sorted(pvcs)}; GGUF files stay on the node under {GGUF_DIR}")

@@ -17,10 +17,15 @@ def test_upstream_errors_pass_through(gateway, backends, status):
     assert resp.json()["error"]["message"] == f"mock error {status}", describe(resp, gateway)
 
 
-def test_backend_down_is_502_json(gateway):
+def test_backend_down_from_the_start_is_503_with_retry_after(gateway):
+    # gamma refuses connections (scaled to zero): its health check says unreachable.
     t0 = time.monotonic()
-    error(post(gateway, "/v1/chat/completions", {"model": "gamma"}), 502, gateway)
-    assert time.monotonic() - t0 < 3
+    resp = post(gateway, "/v1/chat/completions", {"model": "gamma"})
+    err = error(resp, 503, gateway, code="model_not_ready")
+    assert time.monotonic() - t0 < 1, "a model known to be down is answered at once"
+    assert err["type"] == "service_unavailable" and err["param"] == "model", err
+    retry = resp.headers.get("Retry-After", "")
+    assert retry.isdigit() and int(retry) > 0, describe(resp, gateway)
 
 
 def test_backend_reset_is_502_json(gateway):

@@ -34,8 +34,10 @@ def test_model_that_finishes_loading_then_dies(gateway_factory, tmp_path):
         routed_to(post(gw, "/v1/chat/completions", {"model": "delta"}), late, gw)
         late.stop()
         wait_ready(gw, "delta", False)
-        # Down is not loading: the chart proxies and answers 502 (503 + Retry-After is for loading models).
-        error(post(gw, "/v1/chat/completions", {"model": "delta"}), 502, gw)
+        # Down (scaled to zero) like loading: 503 + Retry-After, a model to retry later.
+        resp = post(gw, "/v1/chat/completions", {"model": "delta"})
+        error(resp, 503, gw, code="model_not_ready")
+        assert resp.headers.get("Retry-After", "").isdigit(), describe(resp, gw)
     finally:
         late.stop()
 

@@ -59,20 +59,76 @@ def requests_to(backend, path="/v1/chat/completions") -> int:
 
 # --- backend refuses / hangs / dies -----------------------------------------------------------
 
-class TestBackendRefuses:
-    def test_plain_request_is_502_json_fast(self, gateway):
-        t0 = time.monotonic()
-        resp = post(gateway, "/v1/chat/completions", {"model": "gamma"})
-        error(resp, 502, gateway)
-        assert time.monotonic() - t0 < 2, "a refused connect must fail fast (connect timeout is 1 s here)"
-        assert resp.headers.get("X-Gateway-Model") == "gamma", describe(resp, gateway)
+def access_log_entry(gw, request_id: str) -> dict:
+    """The access log line of one request (nginx writes it just after the answer)."""
+    entry, _ = wait_until(lambda: next((e for e in gw.access_log() if e.get("request_id") == request_id), None), 2)
+    assert entry, f"no access log line for request {request_id}{gw.context()}"
+    return entry
 
-    def test_stream_request_is_502_json_not_an_event_stream(self, gateway):
+
+class TestBackendDownFromTheStart:
+    """gamma refuses connections from the start (a Deployment scaled to zero): its health state is
+    `unreachable`, so the gateway answers 503 + Retry-After itself, without trying to connect."""
+
+    def test_plain_request_is_503_with_retry_after_fast_and_not_proxied(self, gateway):
+        request_id = f"down-{time.monotonic_ns()}"
+        t0 = time.monotonic()
+        resp = post(gateway, "/v1/chat/completions", {"model": "gamma"}, headers={"X-Request-Id": request_id})
+        error(resp, 503, gateway, code="model_not_ready")
+        assert time.monotonic() - t0 < 1, "a model known to be down must be answered at once"
+        assert resp.headers.get("Retry-After", "").isdigit(), describe(resp, gateway)
+        assert resp.headers.get("X-Gateway-Model") == "gamma", describe(resp, gateway)
+        entry = access_log_entry(gateway, request_id)
+        assert (entry["status"], entry["model"], entry["upstream"]) == (503, "gamma", ""), entry
+
+    def test_stream_request_is_503_json_not_an_event_stream(self, gateway):
         resp = stream(gateway, chat(model="gamma"))
+        assert resp.status == 503, (resp.status, resp.body)
+        assert resp.headers.get("retry-after", "").isdigit(), resp.headers
+        assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
+        assert json.loads(resp.body)["error"]["code"] == "model_not_ready", resp.body
+        assert not resp.events or "data:" not in resp.body.decode(), resp.body
+
+
+@pytest.fixture(scope="module")
+def dead_while_ready(gateway_factory, tmp_path_factory):
+    """A gateway whose `beta` passed its first health check, then died. The checks run once an
+    hour here, so its state stays `ready`: requests are proxied and the refused connect is a 502."""
+    backend = MockBackend("--model", "/mnt/models/beta.gguf", "--alias", "beta", "--alias", "beta-small",
+                          log_dir=tmp_path_factory.mktemp("dead-while-ready"))
+    backend.start()
+    try:
+        gw = gateway_factory({"routing": {"endpoints": {"beta": backend.address}},
+                              "healthCheck": {"intervalSeconds": 3600}}, name="dead-while-ready")
+        ok, _ = wait_until(lambda: ready_of(models_by_id(gw)[0]["beta"]) is True, 5, 0.05)
+        assert ok, models_by_id(gw)
+    finally:
+        backend.stop()
+    return gw
+
+
+class TestBackendDiesWhileReady:
+    def assert_still_ready(self, gw):
+        assert ready_of(models_by_id(gw)[0]["beta"]) is True, "the state changed: the test proves nothing"
+
+    def test_plain_request_is_502_json_fast(self, dead_while_ready):
+        gw = dead_while_ready
+        t0 = time.monotonic()
+        resp = post(gw, "/v1/embeddings", {"model": "beta", "input": "x"})
+        error(resp, 502, gw, code="upstream_unavailable")
+        assert time.monotonic() - t0 < 2, "a refused connect must fail fast (connect timeout is 1 s here)"
+        assert resp.headers.get("X-Gateway-Model") == "beta", describe(resp, gw)
+        assert "Retry-After" not in resp.headers, describe(resp, gw)
+        self.assert_still_ready(gw)
+
+    def test_stream_request_is_502_json_not_an_event_stream(self, dead_while_ready):
+        gw = dead_while_ready
+        resp = stream(gw, chat(model="beta"))
         assert resp.status == 502, (resp.status, resp.body)
         assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
-        assert json.loads(resp.body)["error"]["message"], resp.body
+        assert json.loads(resp.body)["error"]["code"] == "upstream_unavailable", resp.body
         assert not resp.events or "data:" not in resp.body.decode(), resp.body
+        self.assert_still_ready(gw)
 
 
 class TestBackendHangs:
@@ -277,12 +333,15 @@ def test_a_backend_that_dies_goes_not_ready_and_comes_back(gateway_factory, tmp_
         ok, _ = wait_until(lambda: ready_of(models_by_id(gw)[0]["beta"]) is True, 5, 0.1)
         assert ok, models_by_id(gw)
         backend.stop()
-        # Requests fail fast (refused: 502, or 503 once the health check saw it), never hang.
+        # Requests fail fast (refused: 502 until the next health check, 503 after), never hang.
         t0 = time.monotonic()
         resp = post(gw, "/v1/embeddings", {"model": "beta", "input": "x"})
         assert resp.status_code in (502, 503) and time.monotonic() - t0 < 2, describe(resp, gw)
         gone, _ = wait_until(lambda: ready_of(models_by_id(gw)[0]["beta"]) is False, 5, 0.1)
         assert gone, models_by_id(gw)
+        resp = post(gw, "/v1/embeddings", {"model": "beta", "input": "x"})
+        error(resp, 503, gw, code="model_not_ready")
+        assert resp.headers.get("Retry-After", "").isdigit(), describe(resp, gw)
         entries, took = models_by_id(gw)
         assert took < 0.2 and ready_of(entries["alpha"]) is True, (took, entries)
         # Other models are unaffected.

@@ -25,6 +25,7 @@ describe("gateway_errors", function()
     it("types client and server errors", function()
         assert.equal("invalid_request_error", errors.type_for(404))
         assert.equal("server_error", errors.type_for(502))
+        assert.equal("service_unavailable", errors.type_for(503))
         assert.equal("invalid_request_error", errors.type_for(418))
     end)
 

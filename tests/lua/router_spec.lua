@@ -94,21 +94,92 @@ describe("gateway_router.access", function()
         assert.is_nil(fake.sent.body_read)
     end)
 
-    it("answers 503 with Retry-After for a model whose server says it is not ready", function()
+    for _, state in ipairs({ "loading", "unreachable" }) do
+        it("answers 503 model_not_ready with Retry-After, unproxied, for a model that is " .. state, function()
+            local fake, router = setup({ body = '{"model":"org/A"}' })
+            fake.shared.gateway_health:set("a", state)
+            router.access()
+            local status, err = error_of(fake)
+            assert.equal(503, status)
+            assert.equal("model_not_ready", err.code)
+            assert.equal("service_unavailable", err.type)
+            assert.equal("model", err.param)
+            assert.matches('"a"', err.message)
+            assert.equal("5", fake.header["Retry-After"])
+            -- Logged and counted under its model, but never proxied.
+            assert.equal("a", fake.var.gateway_model)
+            assert.is_nil(fake.var.gateway_upstream)
+        end)
+    end
+
+    it("proxies a model whose last check passed, or that has not been checked yet", function()
         local fake, router = setup({ body = '{"model":"b"}' })
-        fake.shared.gateway_health:set("b", "loading")
+        fake.shared.gateway_health:set("b", "ready")
+        fake.shared.gateway_health:set("a", "unreachable")
         router.access()
-        local status, err = error_of(fake)
-        assert.equal(503, status)
-        assert.equal("model_not_ready", err.code)
-        assert.equal("5", fake.header["Retry-After"])
+        assert.is_nil(fake.sent.exited)
+        assert.equal("gateway-model-b", fake.var.gateway_upstream)
+        fake, router = setup({ body = '{"model":"b"}' })
+        router.access()
+        assert.is_nil(fake.sent.exited)
+        assert.equal("gateway-model-b", fake.var.gateway_upstream)
     end)
 
-    it("proxies a model whose server is unreachable (nginx then answers 502/504)", function()
-        local fake, router = setup({ body = '{"model":"b"}' })
-        fake.shared.gateway_health:set("b", "unreachable")
-        router.access()
-        assert.equal("b", fake.var.gateway_model)
+    it("takes Retry-After from healthCheck.retryAfterSeconds, 0 meaning the check interval", function()
+        for retry, want in pairs({ [12] = "12", [0] = "3" }) do
+            local fake, router = setup({ body = '{"model":"b"}' },
+                { health = { enabled = true, intervalSeconds = 3, retryAfterSeconds = retry } })
+            fake.shared.gateway_health:set("b", "unreachable")
+            router.access()
+            assert.equal(503, fake.status)
+            assert.equal(want, fake.header["Retry-After"])
+        end
+    end)
+end)
+
+describe("gateway_router.upstream_error", function()
+    -- nginx's error page after a failed proxy attempt of model "b".
+    local function upstream_error(status, connect_time, state)
+        local fake, router = setup({ var = { status = tostring(status), gateway_model = "b",
+                                             upstream_connect_time = connect_time } })
+        fake.shared.gateway_health:set("b", state)
+        router.upstream_error()
+        return fake
+    end
+
+    it("keeps 502 and 504 for a model whose state is still ready", function()
+        for status, code in pairs({ [502] = "upstream_unavailable", [504] = "upstream_timeout" }) do
+            local fake = upstream_error(status, "-", "ready")
+            assert.equal(status, fake.status)
+            assert.equal(code, stub.sent_json(fake).error.code)
+            assert.is_nil(fake.header["Retry-After"])
+        end
+    end)
+
+    it("answers 503 + Retry-After when the connect failed and the check has meanwhile failed", function()
+        for _, connect_time in ipairs({ "-", "0.000, -" }) do
+            for _, status in ipairs({ 502, 504 }) do
+                local fake = upstream_error(status, connect_time, "unreachable")
+                assert.equal(503, fake.status)
+                assert.equal("model_not_ready", stub.sent_json(fake).error.code)
+                assert.equal("5", fake.header["Retry-After"])
+            end
+        end
+    end)
+
+    it("keeps 502/504 once the connection was made (a reset or a slow answer is no sleeping model)", function()
+        for _, connect_time in ipairs({ "0.001", "-, 0.001" }) do
+            local fake = upstream_error(502, connect_time, "unreachable")
+            assert.equal(502, fake.status)
+        end
+        local fake = upstream_error(504, "0.000", "loading")
+        assert.equal(504, fake.status)
+    end)
+
+    it("keeps nginx's status for errors of no routed model", function()
+        local fake, router = setup({ var = { status = "502", gateway_model = "", upstream_connect_time = "-" } })
+        router.upstream_error()
+        assert.equal(502, fake.status)
     end)
 end)
 

@@ -222,11 +222,15 @@ def test_empty_catalog_renders_a_gateway_without_routes():
 
 
 def test_gateway_settings_file():
-    values = merged(CATALOG, {"body": {"maxSize": "16m"}, "healthCheck": {"intervalSeconds": 7},
+    values = merged(CATALOG, {"body": {"maxSize": "16m"},
+                              "healthCheck": {"intervalSeconds": 7, "retryAfterSeconds": 9},
                               "metrics": {"port": 9999}, "auth": {"enabled": True, "existingSecret": "keys"}})
     settings = json.loads(config_map(render(values))["gateway.json"])
     assert settings["body"]["maxSize"] == "16m"
-    assert settings["healthCheck"] == {"enabled": True, "intervalSeconds": 7, "timeoutSeconds": 2, "port": 9999}
+    assert settings["healthCheck"] == {"enabled": True, "intervalSeconds": 7, "timeoutSeconds": 2, "port": 9999,
+                                       "retryAfterSeconds": 9}
+    # 0 (the default): the gateway uses intervalSeconds as the Retry-After of a 503.
+    assert json.loads(config_map(render(CATALOG))["gateway.json"])["healthCheck"]["retryAfterSeconds"] == 0
     assert settings["auth"] == {"enabled": True, "keysFile": "/etc/nginx/gateway-secrets/api-keys.json"}
 
 

@@ -81,7 +81,8 @@ the address (routing.endpoints or the Service's DNS name) and the Host header.
     "auth" (dict "enabled" .Values.auth.enabled "keysFile" (printf "%s/%s" .Values.paths.secretsDir .Values.auth.secretKey))
     "body" (dict "maxSize" .Values.body.maxSize)
     "healthCheck" (dict "enabled" .Values.healthCheck.enabled "intervalSeconds" .Values.healthCheck.intervalSeconds
-                        "timeoutSeconds" .Values.healthCheck.timeoutSeconds "port" .Values.metrics.port) }}
+                        "timeoutSeconds" .Values.healthCheck.timeoutSeconds "port" .Values.metrics.port
+                        "retryAfterSeconds" .Values.healthCheck.retryAfterSeconds) }}
 {{- $_ = set $files "gateway.json" (printf "%s\n" (toPrettyJson $settings)) }}
 {{- range $path, $_ := .Files.Glob "files/lua/*.lua" }}
 {{- $_ := set $files (base $path) ($.Files.Get $path) }}

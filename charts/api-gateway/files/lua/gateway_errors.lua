@@ -23,6 +23,7 @@ local TYPES = {
     [414] = "invalid_request_error",
     [415] = "invalid_request_error",
     [429] = "rate_limit_error",
+    [503] = "service_unavailable",
 }
 
 -- Errors nginx itself raises (error_page -> @gateway_error), never its HTML pages.

@@ -1,6 +1,7 @@
 -- access phase of the routed endpoints: API key, rate limit, method and
--- content type, body, model -> upstream. Sets the nginx variables that
--- proxy_pass and the access log read; the body itself goes upstream untouched.
+-- content type, body, model -> upstream (or 503 when its health check failed).
+-- Sets the nginx variables that proxy_pass and the access log read; the body
+-- itself goes upstream untouched. Also the upstream error page (upstream_error).
 local config = require "gateway_config"
 local errors = require "gateway_errors"
 local body = require "gateway_body"
@@ -13,6 +14,7 @@ local find = string.find
 local gmatch = string.gmatch
 local lower = string.lower
 local sub = string.sub
+local tonumber = tonumber
 local tostring = tostring
 local unescape = ngx.unescape_uri
 
@@ -70,6 +72,33 @@ local function content_type_ok(value)
     return value == "application/json" or (find(value, "^application/[%w.-]+%+json$") ~= nil)
 end
 
+-- What a client reads in the 503 for each state of the health checks but "ready".
+local NOT_READY = {
+    loading = "is loading",
+    unreachable = "is not reachable (scaled to zero, stopped or starting)",
+}
+
+-- Seconds in the Retry-After of a 503: healthCheck.retryAfterSeconds, else the check interval.
+local function retry_after()
+    local settings = config.health
+    local seconds = tonumber(settings.retryAfterSeconds)
+    if not seconds or seconds <= 0 then
+        seconds = settings.intervalSeconds or 5
+    end
+    return tostring(seconds)
+end
+
+-- 503 model_not_ready + Retry-After when the model's last health check failed (loading or
+-- unreachable); nil when it passed or has not run yet (such a model is proxied).
+function _M.not_ready(name)
+    local state = health.state(name)
+    if state == nil or state == "ready" then
+        return nil
+    end
+    return errors.new(503, "The model \"" .. name .. "\" " .. (NOT_READY[state] or "is not ready")
+        .. "; retry later.", "model_not_ready", "model", { ["Retry-After"] = retry_after() })
+end
+
 -- The route for a request's model (nil = absent), or nil, err.
 function _M.route_for(model, key)
     local route
@@ -86,14 +115,24 @@ function _M.route_for(model, key)
         return nil, errors.new(404, "The model \"" .. tostring(model or route.name) .. "\" does not exist or you "
             .. "do not have access to it; GET /v1/models lists the models you can use.", "model_not_found", "model")
     end
-    -- Only a server that answers "not ready" gets a 503; an unreachable one is
-    -- proxied and fails fast with 502 (refused) or 504, which says more.
-    if health.state(route.name) == "loading" then
-        local retry = tostring(config.health.intervalSeconds or 5)
-        return nil, errors.new(503, "The model \"" .. route.name .. "\" is not ready (loading or scaled to zero); "
-            .. "retry later.", "model_not_ready", "model", { ["Retry-After"] = retry })
-    end
     return route
+end
+
+-- Content handler of @gateway_error: nginx's own 502/503/504 for a routed request. When the
+-- last connect to the model failed (refused, timed out) and its health check has found it not
+-- ready meanwhile, the client gets the same 503 as access() answers; any other upstream error
+-- keeps nginx's status (502 refused or reset, 504 timeout).
+function _M.upstream_error()
+    local var = ngx.var
+    local model = var.gateway_model
+    -- $upstream_connect_time ends in "-" when the last attempt never connected.
+    if model and model ~= "" and find(var.upstream_connect_time or "", "%-$") then
+        local err = _M.not_ready(model)
+        if err then
+            return errors.send(err)
+        end
+    end
+    return errors.send_nginx_error()
 end
 
 local function fail(err)
@@ -135,7 +174,12 @@ function _M.access()
         return fail(err)
     end
     local var = ngx.var
+    -- Set before the readiness check: a 503 is logged, counted and labelled with its model.
     var.gateway_model = route.name
+    err = _M.not_ready(route.name)
+    if err then
+        return fail(err)
+    end
     var.gateway_upstream = route.upstream
     var.gateway_upstream_host = route.host
 end

@@ -6,7 +6,7 @@ chunked server-sent events in the exact OpenAI/vLLM streaming format.
 
     mock_openai.py --model Qwen/Qwen2.5-1.5B-Instruct --served-model-name qwen alias --port 8000
     mock_openai.py serve facebook/opt-125m --port 8000          # `vllm serve` form
-    mock_openai.py --model /mnt/models/x.gguf --alias tiny --port 8080   # llama-server form
+    mock_openai.py --model /mnt/models/x.gguf --alias tiny --port 8080   # llama-server form (any model name)
 
 Every response carries `X-Mock-Backend: <served name>@<hostname>:<port>`, and
 JSON bodies carry the same string as `system_fingerprint`, so a test can prove
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mock-startup-seconds", type=float, default=0.0,
                    help="answer /health (and inference) with 503 for this long after start, like a loading model")
     p.add_argument("--mock-any-model", action="store_true",
-                   help="answer for any model name (default: 404 for names not served, as vLLM does)")
+                   help="answer for any model name (the default as llama-server; as vLLM: 404 for names not served)")
     p.add_argument("--mock-backend-name",
                    help="name in X-Mock-Backend (default: <first served name>@<hostname>:<port>)")
     p.add_argument("--mock-quiet", action="store_true", help="no log line per request")
@@ -115,6 +115,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(kept)
     args.model_id = args.model or args.model_path or args.positional_model or "mock-model"
     args.served = args.served_model_name + args.alias or [args.model_id]
+    # llama-server (--alias, or a .gguf --model; it has no --served-model-name) serves one model
+    # and ignores the requested name; vLLM and SGLang answer 404 for a name they do not serve.
+    args.llama_server = not args.served_model_name and (
+        bool(args.alias) or (args.model or "").lower().endswith(".gguf"))
+    args.any_model = args.mock_any_model or args.llama_server
     return args
 
 
@@ -378,7 +383,7 @@ class MockServer:
         model = body.get("model")
         if model is None:
             model = self.args.served[0]
-        elif model not in self.args.served and not self.args.mock_any_model:
+        elif model not in self.args.served and not self.args.any_model:
             await self.send_json(writer, 404, self.error_body(
                 404, f"The model `{model}` does not exist.", param="model", code=404))
             return True
@@ -636,6 +641,7 @@ async def serve(args: argparse.Namespace) -> None:
     if not server_obj.backend:
         server_obj.backend = f"{args.served[0]}@{socket.gethostname()}:{port}"
     print(f"mock-openai: serving {', '.join(args.served)} on {args.host}:{port} as {server_obj.backend}"
+          + (" (any model name)" if args.any_model else "")
           + (f" (loading for {args.mock_startup_seconds:g}s)" if args.mock_startup_seconds else ""),
           file=sys.stderr, flush=True)
     stop = asyncio.Event()

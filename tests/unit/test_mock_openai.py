@@ -50,6 +50,20 @@ class TestCommandLine:
                                      "-ngl", "99", "--threads", "4", "--host", "0.0.0.0", "--port", "8080"])
         assert (ll.served, ll.host, ll.port) == (["tiny"], "0.0.0.0", 8080)
 
+    @pytest.mark.parametrize("argv,any_model", [
+        (["--model", "/mnt/models/x.gguf", "--alias", "tiny"], True),   # llama-server
+        (["--model", "/mnt/models/X.GGUF", "--port", "8080"], True),     # llama-server, no alias
+        (["--model", "org/M", "--alias", "m"], True),                   # an alias is llama-server's flag
+        (["--model", "org/M", "--served-model-name", "m"], False),      # vLLM
+        (["serve", "org/M"], False),                                     # vllm serve
+        (["--model-path", "org/M"], False),                              # SGLang
+        (["--model", "/m/x.gguf", "--served-model-name", "x"], False),  # vLLM serving a GGUF file
+        (["--model", "org/M", "--mock-any-model"], True),
+    ])
+    def test_which_forms_accept_any_model_name(self, argv, any_model):
+        args = mock_openai.parse_args(argv)
+        assert args.any_model is any_model, args
+
     def test_unknown_flags_are_ignored_with_a_warning(self, capsys):
         args = mock_openai.parse_args(["--model", "m", "--some-new-flag", "value", "--other-switch",
                                        "--port", "1234"])
@@ -92,7 +106,7 @@ class TestEndpoints:
         assert resp["object"] == "response" and resp["output"][0]["content"][0]["text"] == "tok0 tok1 "
 
     def test_model_it_does_not_serve_is_404(self, mock):
-        resp = call(mock, "/v1/chat/completions", {"model": "nope"})
+        resp = call(mock, "/v1/chat/completions", {"model": "nope"})  # vLLM form: strict, as vLLM
         assert resp.status == 404
         assert "nope" in resp.json()["error"]["message"]
 
@@ -207,6 +221,22 @@ class TestControls:
                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         assert rawhttp.request("127.0.0.1", mock.port, "", "", raw=raw).status == 200
+
+
+@pytest.mark.parametrize("args", [
+    ["--model", "/mnt/models/x.gguf", "--alias", "tiny"],  # llama-server: serves one model, ignores the name
+    ["--model", "org/M", "--served-model-name", "m", "--mock-any-model"],
+])
+def test_any_model_name_is_answered(tmp_path, args):
+    backend = MockBackend(*args, log_dir=tmp_path).start()
+    try:
+        for path in ("/v1/chat/completions", "/v1/embeddings"):
+            resp = call(backend, path, {"model": "some-other-name", "input": "x"})
+            assert resp.status == 200, resp.body
+            assert resp.json()["model"] == "some-other-name"
+        assert resp.headers["x-mock-backend"] == backend.backend_id
+    finally:
+        backend.stop()
 
 
 def test_startup_seconds_model_is_loading(tmp_path):

@@ -45,7 +45,8 @@ def unit(session: nox.Session) -> None:
     """Render tests: every chart and ci/*-values.yaml through Helm 3 and Helm 4, schemas, bad values."""
     env = _setup(session)
     session.run("python", "tools/sync_schemas.py", "--check")
-    session.run("pytest", "-c", "tests/pytest.ini", "tests/unit", *session.posargs, env=env)
+    # bench/test_bench.py: the benchmark's own logic (ratios, targets), fast, so it runs here.
+    session.run("pytest", "-c", "tests/pytest.ini", "tests/unit", "bench/test_bench.py", *session.posargs, env=env)
 
 
 @nox.session

@@ -5,9 +5,9 @@ import os
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from gateway.backends import wait_http as _wait_http  # tests/ is on sys.path (bench/arms.py)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -78,21 +78,7 @@ def rss_mib(pids: list[int]) -> float:
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> int:
     """Poll url until it answers 2xx; return the last status (0: nothing answered)."""
-    deadline, status = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return status
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except OSError:
-            status = 0
-        if 200 <= status < 300:
-            return status
-        time.sleep(0.1)
-    return status
+    return _wait_http(url, timeout, ok=lambda status: 200 <= status < 300, proc=proc)
 
 
 def stop(proc: subprocess.Popen | None, sig: int | None = None) -> None:

@@ -90,10 +90,15 @@ class MockBackend:
                 self.proc.wait()
 
 
-def wait_http(url: str, timeout: float = 10.0, ok=lambda status: status == 200) -> int:
-    """Poll a URL until `ok(status)`; return the last status (0 when nothing answered)."""
+def wait_http(url: str, timeout: float = 10.0, ok=lambda status: status == 200, proc=None) -> int:
+    """Poll a URL until `ok(status)`; return the last status (0 when nothing answered).
+
+    With `proc` (a Popen), give up as soon as that process has exited.
+    """
     deadline, status = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return status
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 status = resp.status

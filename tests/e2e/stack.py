@@ -92,6 +92,9 @@ class Stack:
                                 "hostPath": {"path": GGUF_DIR}},
             "api-gateway": {"image": {"repository": gw_repo, "tag": gw_tag, "pullPolicy": "IfNotPresent"}},
         }
+        # The charts' `helm test` Pods run curl from the mock image (no registry to pull curlimages/curl).
+        for values in per_chart.values():
+            values["tests"] = {"image": {"repository": mock_repo, "tag": mock_tag, "pullPolicy": "IfNotPresent"}}
         for chart, values in per_chart.items():
             (self.workdir / f"{chart}-images.yaml").write_text(yaml.safe_dump(values))
         return self.workdir

@@ -6,6 +6,7 @@ For machines that reach package registries but no container registry (so no kind
 - etcd and containerd (with its CRI plugin) from Debian trixie packages, unpacked, not installed;
 - CNI bridge + host-local + portmap (Debian containernetworking-plugins), kube-proxy (iptables);
 - CoreDNS (Go module proxy) as a host process behind the usual kube-dns Service 10.96.0.10;
+- kube-router (Go module proxy), its firewall only, as the host process that enforces NetworkPolicies;
 - the in-tree hostPath provisioner behind a default StorageClass;
 - a pause image compiled from the Kubernetes tree, imported without docker.
 Control plane processes run on the host, detached, with pid files and logs under
@@ -22,6 +23,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import ssl
@@ -43,6 +45,8 @@ else:
 CACHE = Path(os.environ.get("LLM_CHARTS_CACHE") or Path.home() / ".cache" / "llm-charts").expanduser()
 K8S_VERSION = os.environ.get("LLM_CHARTS_K8S_VERSION", "v1.34.4")
 COREDNS_VERSION = "v1.14.7"
+# The newest kube-router release the Go module proxy serves here (v2.2+ answer 403).
+KUBE_ROUTER_VERSION = "v2.1.0"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 STATE = CACHE / "cluster"
 LOGS = STATE / "logs"
@@ -65,13 +69,16 @@ K8S_SRC = CACHE / "src" / f"kubernetes-{K8S_VERSION}"
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 COREDNS = CACHE / "bin" / f"coredns-{COREDNS_VERSION}"
 RUNC_WRAPPER = CACHE / "bin" / "runc-wrapper"
+KUBE_ROUTER = CACHE / "bin" / f"kube-router-{KUBE_ROUTER_VERSION}"
+KUBE_ROUTER_SRC = CACHE / "src" / f"kube-router-{KUBE_ROUTER_VERSION}"
+KUBE_ROUTER_HEALTH_PORT = 20244
 CONTAINERD_SOCK = RUN / "containerd" / "containerd.sock"
 # Debian packages the host needs, by the command (or file) that proves each is there.
 APT_NEEDS = {
     "iptables": "iptables", "conntrack": "conntrack", "openssl": "openssl", "gcc": "gcc",
     "/usr/include/stdio.h": "libc6-dev", "debootstrap": "debootstrap", "dockerd": "docker.io",
     str(RUNC): "runc", str(CNI_BIN / "bridge"): "containernetworking-plugins", "ip": "iproute2",
-    "mount": "mount", "apt-get": "apt",
+    "mount": "mount", "apt-get": "apt", "ipset": "ipset",
 }
 # What the kubelet sets on every node (it fails to start when it cannot); restored by down().
 KERNEL_TUNABLES = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10",
@@ -201,6 +208,32 @@ def ensure_coredns() -> None:
                      cwd="/", name="go install coredns")
         COREDNS.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(gobin / "coredns"), COREDNS)
+
+
+def ensure_kube_router() -> None:
+    """kube-router, built like Kubernetes: the module from the proxy, copied, `go build`."""
+    if KUBE_ROUTER.exists():
+        return
+    module = f"github.com/cloudnativelabs/kube-router/v2@{KUBE_ROUTER_VERSION}"
+    with step(f"build kube-router {KUBE_ROUTER_VERSION} from the Go module proxy (cold: about 5 min on 2 cores)"):
+        log = LOGS / "build-kube-router.log"
+        # The checksum database answers 404 for this module version here; the module's own go.sum
+        # still pins every dependency.
+        env = dict(_go_env(), GONOSUMDB="github.com/cloudnativelabs/kube-router")
+        if not (KUBE_ROUTER_SRC / "go.mod").exists():
+            out = subprocess.run(["go", "mod", "download", "-json", module], capture_output=True, text=True,
+                                 cwd="/", env=env)
+            info = json.loads(out.stdout or "{}")
+            if out.returncode != 0 or "Dir" not in info:
+                raise ClusterError(f"`go mod download {module}` failed: {info.get('Error') or out.stderr}")
+            tmp = KUBE_ROUTER_SRC.with_name(KUBE_ROUTER_SRC.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(info["Dir"], tmp, symlinks=True)
+            subprocess.run(["chmod", "-R", "u+w", str(tmp)], check=True)
+            tmp.rename(KUBE_ROUTER_SRC)
+        KUBE_ROUTER.parent.mkdir(parents=True, exist_ok=True)
+        progress.run(["nice", "-n", "10", "go", "build", "-ldflags", "-s -w", "-o", str(KUBE_ROUTER),
+                      "./cmd/kube-router"], log=log, cwd=KUBE_ROUTER_SRC, env=env, name="go build kube-router")
 
 
 def ensure_runc_wrapper() -> None:
@@ -530,6 +563,13 @@ def _components(ip: str) -> list[tuple[str, list[str], dict | None, str, object]
          env, "/healthz", lambda: _http_ok("http://127.0.0.1:10248/healthz")),
         ("kube-proxy", [str(K8S_BIN / "kube-proxy"), f"--config={STATE / 'kube-proxy.yaml'}"],
          env, "/healthz", lambda: _http_ok("http://127.0.0.1:10256/healthz")),
+        # NetworkPolicies: kube-router's firewall only (iptables + ipset on the host); routing and
+        # Services stay with the bridge CNI and kube-proxy.
+        ("kube-router", [str(KUBE_ROUTER), f"--kubeconfig={KUBECONFIG}", f"--hostname-override={NODE_NAME}",
+                         "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+                         f"--service-cluster-ip-range={SERVICE_CIDR}",
+                         f"--health-port={KUBE_ROUTER_HEALTH_PORT}", "--v=1"],
+         env, "/healthz", lambda: _http_ok(f"http://127.0.0.1:{KUBE_ROUTER_HEALTH_PORT}/healthz")),
         ("coredns", [str(COREDNS), "-conf", str(STATE / "Corefile")],
          env, "/ready", lambda: _http_ok("http://127.0.0.1:18181/ready")),
     ]
@@ -635,6 +675,7 @@ def up() -> Path:
     ensure_kubernetes()
     ensure_trixie_binaries()
     ensure_coredns()
+    ensure_kube_router()
     ensure_runc_wrapper()
     pause = pause_archive()
     ip = node_ip()
@@ -685,6 +726,7 @@ def down(delete: bool = False) -> None:
             _stop(name, binaries[name])
         if (K8S_BIN / "kube-proxy").exists():
             subprocess.run([str(K8S_BIN / "kube-proxy"), "--cleanup"], capture_output=True)
+        _kube_router_cleanup()
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
         for rule in (["-s", POD_CIDR, "-j", "ACCEPT"], ["-d", POD_CIDR, "-j", "ACCEPT"]):
             subprocess.run(["iptables", "-D", "FORWARD", *rule], capture_output=True)
@@ -702,6 +744,28 @@ def down(delete: bool = False) -> None:
             for d in ("etcd", "kubelet", "cni/ipam"):
                 shutil.rmtree(STATE / d, ignore_errors=True)
             shutil.rmtree("/tmp/hostpath_pv", ignore_errors=True)
+
+
+def _kube_router_cleanup() -> None:
+    """Remove kube-router's firewall: the jumps from INPUT/FORWARD/OUTPUT, its chains, its ipsets.
+    (`kube-router --cleanup-config` of v2.1.0 leaves them: its policy controller is not set up
+    there, and the service proxy's cleanup panics.)"""
+    prefixes = ("KUBE-ROUTER-", "KUBE-NWPLCY-", "KUBE-POD-FW-")
+    dump = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True).stdout.splitlines()
+    chains = [line[1:].split()[0] for line in dump if line.startswith(":" + "KUBE-") and
+              line[1:].startswith(prefixes)]
+    for line in dump:
+        rule = shlex.split(line)
+        if rule[:1] == ["-A"] and not rule[1].startswith(prefixes) and "-j" in rule and \
+                rule[rule.index("-j") + 1].startswith(prefixes):
+            subprocess.run(["iptables", "-D", *rule[1:]], capture_output=True)
+    for op in ("-F", "-X"):
+        for chain in chains:
+            subprocess.run(["iptables", op, chain], capture_output=True)
+    if shutil.which("ipset"):
+        for name in subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True).stdout.split():
+            if name.startswith(("KUBE-SRC-", "KUBE-DST-")):
+                subprocess.run(["ipset", "destroy", name], capture_output=True)
 
 
 def status() -> str:

@@ -5,6 +5,7 @@ Runs in file order: the tests that change the stack (scale to zero, upgrade, uni
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from e2e.progress import say
+from e2e.progress import say, step
 from e2e.stack import GGUF_DIR, INSTALLED, e2e_models
 from harness import paths
 
@@ -212,6 +213,97 @@ def test_helm_test_hooks_pass(stack, chart):
 
 
 # -- changes to the running stack (order matters from here) --------------------------------------
+
+
+def _client_pod(stack, name: str, labels: dict) -> str:
+    """A pod on the mock image (python3, curl) that only sleeps: a client to `kubectl exec` curl in."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": stack.namespace, "labels": labels},
+           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "client", "image": stack.images["mock-openai"],
+                                    "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"],
+                                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65534,
+                                                        "allowPrivilegeEscalation": False,
+                                                        "capabilities": {"drop": ["ALL"]}}}]}}
+    stack.cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    return name
+
+
+def _curl(stack, pod: str, url: str, *args: str) -> tuple[int, str]:
+    """(curl's exit status, its output) from inside `pod`: 0 answered, 7 could not connect, 28 timed out."""
+    proc = stack.cluster.kubectl("-n", stack.namespace, "exec", pod, "--", "curl", "-sS", "-o", "/dev/stdout",
+                                 "-w", "\n%{http_code}", "--connect-timeout", "3", "--max-time", "10",
+                                 *args, url, check=False, timeout=60)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def _set_network_policy(stack, enabled: bool) -> None:
+    with step(f"helm upgrade api-gateway --set networkPolicy.enabled={str(enabled).lower()}"):
+        stack.helm("upgrade", "api-gateway", str(paths.CHARTS / "api-gateway"), "-n", stack.namespace,
+                   *stack.values_args("api-gateway"), "--set", f"networkPolicy.enabled={str(enabled).lower()}",
+                   "--wait", "--timeout", "5m", timeout=360)
+
+
+def test_network_policies_let_only_the_gateway_reach_models_and_only_the_ui_reach_the_gateway(stack, gateway):
+    """networkPolicy.enabled on a cluster that enforces it (the local cluster runs kube-router's
+    firewall): a pod that is not the gateway cannot reach a model, the gateway can; a pod labelled
+    like Open WebUI (the chart's default ingressFrom) reaches the gateway, any other pod cannot."""
+    if stack.cluster.provider != "local" and os.environ.get("LLM_CHARTS_NETPOL_ENFORCED") != "1":
+        pytest.skip("only the local cluster is known to enforce NetworkPolicies (kube-router); "
+                    "set LLM_CHARTS_NETPOL_ENFORCED=1 for a cluster whose network plugin does")
+    model = _models()[0]
+    svc = stack.cluster.kubectl_json("-n", stack.namespace, "get", "service", _service(model))
+    model_url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}/v1/models"
+    model_pod = stack.pods(",".join(f"{k}={v}" for k, v in svc["spec"]["selector"].items()))[0]
+    target = svc["spec"]["ports"][0]["targetPort"]  # a number or the name of a container port
+    port = target if isinstance(target, int) else next(
+        p["containerPort"] for c in model_pod["spec"]["containers"] for p in c.get("ports", []) if p["name"] == target)
+    model_pod_url = f"http://{model_pod['status']['podIP']}:{port}/v1/models"
+    gw = stack.cluster.kubectl_json("-n", stack.namespace, "get", "service", stack.gateway_service())
+    gateway_url = f"http://{gw['spec']['clusterIP']}:80"
+    chat_args = ("-H", "Content-Type: application/json", "-d", json.dumps(
+        {"model": model["modelName"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}))
+    stranger = _client_pod(stack, "e2e-netpol-stranger", {"app.kubernetes.io/name": "e2e-stranger"})
+    webui = _client_pod(stack, "e2e-netpol-webui", {"app.kubernetes.io/name": "openwebui"})
+    try:
+        for pod in (stranger, webui):
+            stack.cluster.kubectl("-n", stack.namespace, "wait", f"pod/{pod}", "--for=condition=Ready",
+                                  "--timeout=120s", timeout=150)
+        # Without policies everyone reaches everything: a failure below is the policy, not the network.
+        for url in (model_url, model_pod_url, f"{gateway_url}/healthz"):
+            rc, out = _curl(stack, stranger, url)
+            assert rc == 0 and out.endswith("200"), f"before the policies, {url}: curl {rc}: {out}"
+
+        _set_network_policy(stack, True)
+        kinds = stack.cluster.kubectl_json("-n", stack.namespace, "get", "networkpolicies")["items"]
+        assert {p["metadata"]["name"] for p in kinds} >= {"api-gateway", "api-gateway-models"}, kinds
+
+        # Not the gateway: no model Service, no model pod (kube-router rejects: curl cannot connect).
+        until("the model Service closed to other pods", lambda: _curl(stack, stranger, model_url)[0] in (7, 28))
+        for pod, url in ((stranger, model_pod_url), (webui, model_url), (webui, model_pod_url)):
+            rc, out = _curl(stack, pod, url)
+            assert rc in (7, 28), f"{pod} reached {url} with the policies on: curl {rc}: {out}"
+        # Not allowed to the gateway's API port: the stranger; allowed: the Open WebUI label.
+        until("the gateway closed to other pods",
+              lambda: _curl(stack, stranger, f"{gateway_url}/healthz")[0] in (7, 28))
+        rc, out = _curl(stack, stranger, f"{gateway_url}/v1/chat/completions", *chat_args)
+        assert rc in (7, 28), f"the stranger chatted through the gateway: curl {rc}: {out}"
+        # The allowed client chats through the gateway, so the gateway still reaches the model.
+        rc, out = until("a chat from the Open WebUI-labelled pod", lambda: (
+            r := _curl(stack, webui, f"{gateway_url}/v1/chat/completions", *chat_args))[0] == 0 and
+            r[1].endswith("200") and r)
+        assert '"choices"' in out, out
+        # The gateway is up and serving, and the stranger is still turned away (not a rollout gap).
+        rc, out = _curl(stack, stranger, f"{gateway_url}/healthz")
+        assert rc in (7, 28), f"the stranger reached the gateway with the policies on: curl {rc}: {out}"
+        # And from this host (the node: kube-router lets a node reach its pods, as kubelet probes need).
+        resp = chat(gateway, model["modelName"])
+        assert resp.status_code == 200, resp.text
+        assert backend_pod(resp) in pods_of(stack, _service(model))
+    finally:
+        _set_network_policy(stack, False)
+        stack.cluster.kubectl("-n", stack.namespace, "delete", "pod", stranger, webui, "--wait=false",
+                              check=False)
 
 
 def test_model_scaled_to_zero_answers_503_then_recovers(stack, gateway):

@@ -166,7 +166,8 @@ def crds(stack):
     """The third-party CRDs (harness.paths.crds_dir()), installed and Established."""
     files = sorted(paths.crds_dir().rglob("*.yaml"))
     if not files:
-        pytest.skip(f"no CRDs under {paths.crds_dir()}")
+        # Fail, never skip: a missing CRD folder must not pass CI quietly.
+        pytest.fail(f"no CRD files under {paths.crds_dir()}: set LLM_CHARTS_CRDS_DIR to the CRD folder")
     names = []
     for crd in files:
         proc = stack.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd), check=False)

@@ -82,7 +82,8 @@ class TestCatalog:
     def test_shared_models_yaml_deploys_only_its_gguf_entries(self):
         m = render(values_files=[REPO / "models.yaml"])
         assert sorted(d["metadata"]["name"] for d in find(m, "Deployment")) == ["ramalama-tinyllama-gguf"]
-        assert sorted(s["metadata"]["name"] for s in find(m, "Service")) == ["ramalama-tinyllama-gguf"]
+        assert sorted(s["metadata"]["name"] for s in find(m, "Service")) == ["ramalama-tinyllama-gguf",
+                                                                              "ramalama-tinyllama-gguf-pods"]
         assert flag(server(m, "tinyllama-gguf")["args"], "--ctx-size") == "2048"
 
     def test_disabled_entry_leaves_no_object_behind(self):

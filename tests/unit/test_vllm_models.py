@@ -73,6 +73,7 @@ def test_original_design_values_render_deployment_service_and_pvc(helm):
         ("Deployment", "vllm-dialogpt-medium"),
         ("PersistentVolumeClaim", "vllm-dialogpt-medium-cache"),
         ("Service", "vllm-dialogpt-medium"),
+        ("Service", "vllm-dialogpt-medium-pods"),
     ]
     c = container(ms, "dialogpt-medium")
     assert c["image"] == "vllm/vllm-openai:v0.11.0"
@@ -98,7 +99,7 @@ def test_service_is_vllm_modelname_on_8080_targeting_the_http_port():
 def test_gguf_and_disabled_entries_leave_nothing_behind():
     ms = render(model("on"), model("off", enabled=False), {"modelName": "tiny", "gguf": "tiny.gguf"},
                 tests={"enabled": False})
-    assert {m["metadata"]["name"] for m in ms} == {"vllm-on", "vllm-on-cache"}
+    assert {m["metadata"]["name"] for m in ms} == {"vllm-on", "vllm-on-cache", "vllm-on-pods"}
 
 
 def test_no_models_renders_nothing():
@@ -430,7 +431,7 @@ def test_longest_model_name_fits_every_object_name():
     name = "m" * 50
     ms = render(model(name, podDisruptionBudget={"enabled": True}, serviceMonitor={"enabled": True}),
                 tests={"enabled": False})
-    assert len(ms) == 5
+    assert len(ms) == 6
     for m in ms:
         assert len(m["metadata"]["name"]) <= 63
 

@@ -31,20 +31,34 @@ Usage: (include "model-catalog.enabled" (dict "models" .Values.models "kind" "vl
 {{- end }}
 
 {{/*
+A model's headless Service (one DNS SRV record per ready pod, with the pod's own
+port): <serviceName>-pods, cut to 63 characters. Argument: the entry.
+*/}}
+{{- define "model-catalog.podsServiceName" -}}
+{{- printf "%s-pods" (include "model-catalog.serviceName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
 Routing table of every enabled model, as YAML `routes: [...]`, each with
-name, aliases, kind, service, namespace and port.
+name, aliases, kind, service, podsService (the headless Service), namespace,
+port, and healthPath when the entry sets one.
 Argument: dict "models" LIST "namespace" DEFAULT_NAMESPACE.
 */}}
 {{- define "model-catalog.routes" -}}
 {{- $routes := list }}
 {{- range $m := (include "model-catalog.enabled" (dict "models" .models) | fromYaml).models }}
-{{- $routes = append $routes (dict
+{{- $route := dict
     "name" $m.modelName
     "aliases" ($m.aliases | default list)
     "kind" (include "model-catalog.kind" $m)
     "service" (include "model-catalog.serviceName" $m)
+    "podsService" (include "model-catalog.podsServiceName" $m)
     "namespace" $.namespace
-    "port" (include "model-catalog.servicePort" $m | int)) }}
+    "port" (include "model-catalog.servicePort" $m | int) }}
+{{- with $m.healthPath }}
+{{- $_ := set $route "healthPath" . }}
+{{- end }}
+{{- $routes = append $routes $route }}
 {{- end }}
 {{- toYaml (dict "routes" $routes) }}
 {{- end }}

@@ -12,6 +12,7 @@ Arms (each proxy pinned to the proxy cores, one worker each unless --workers say
 direct, nginx (plain proxy_pass, the ceiling), gateway (charts/api-gateway, rendered and run by
 tests/gateway/runner.py), litellm (pinned, one worker, own venv), onwards (crates.io build).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,20 +25,25 @@ import textwrap
 import time
 from pathlib import Path
 
-from . import procs
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tools"))
+from . import REPO, procs
 
 LITELLM_VERSION = "1.100.5"  # pinned; 1.82.7 and 1.82.8 were reported backdoored: never those
 ONWARDS_VERSION = "1.2.0"
 UNPRIVILEGED = 65534  # like tests/gateway/runner.py: the proxies run as nobody when we are root
 
 CANNED = {
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "fast-b",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the canned backend."},
-                 "logprobs": None, "finish_reason": "stop"}],
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "fast-b",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello from the canned backend."},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 256, "completion_tokens": 8, "total_tokens": 264},
 }
 MODELS = ["fast-a", "fast-b", "stream"]  # fast-a first: the gateway's default model, never asked for
@@ -64,9 +70,13 @@ def _start_nginx(root: Path, conf: str, probe: str) -> subprocess.Popen:
     root.mkdir(parents=True, exist_ok=True)
     (root / "nginx.conf").write_text(conf)
     err = (root / "stderr.log").open("wb")
-    proc = subprocess.Popen([_nginx(), "-p", str(root), "-e", str(root / "error.log"),
-                             "-c", str(root / "nginx.conf")],
-                            stdin=subprocess.DEVNULL, stdout=err, stderr=err, **_drop_privileges(root))
+    proc = subprocess.Popen(
+        [_nginx(), "-p", str(root), "-e", str(root / "error.log"), "-c", str(root / "nginx.conf")],
+        stdin=subprocess.DEVNULL,
+        stdout=err,
+        stderr=err,
+        **_drop_privileges(root),
+    )
     err.close()
     if procs.wait_http(probe, 10, proc) != 200:
         procs.stop(proc)
@@ -106,15 +116,19 @@ class Backends:
         # `return` would answer first and discard the body: a 1 MB direct arm would measure nothing).
         # The Lua module is loaded the way the gateway tests load it on Debian.
         import yaml
+
         from gateway.runner import DEBIAN_VALUES, debian_overrides, deep_merge
 
         deb = deep_merge(yaml.safe_load(DEBIAN_VALUES.read_text()), debian_overrides())["nginx"]
         modules = "".join(f"load_module {m};\n" for m in deb["loadModules"])
-        conf = modules + NGINX_COMMON.format(workers=1, root=self.workdir / "canned") + textwrap.dedent(f"""\
+        conf = (
+            modules
+            + NGINX_COMMON.format(workers=1, root=self.workdir / "canned")
+            + textwrap.dedent(f"""\
               access_log off;
               client_max_body_size 64m;
               client_body_buffer_size 2m;
-              lua_package_path "{deb['luaPackagePath']};;";
+              lua_package_path "{deb["luaPackagePath"]};;";
               server {{
                 listen 127.0.0.1:{self.port_a};
                 listen 127.0.0.1:{self.port_b};
@@ -126,12 +140,14 @@ class Backends:
               }}
             }}
             """)
+        )
         self.canned = _start_nginx(self.workdir / "canned", conf, f"http://127.0.0.1:{self.port_a}/health")
         from gateway.backends import MockBackend  # the gateway harness's mock process wrapper
 
         (self.workdir / "mock").mkdir(parents=True, exist_ok=True)
-        self.mock = MockBackend("--served-model-name", "stream", "--mock-any-model",
-                                log_dir=self.workdir / "mock").start()
+        self.mock = MockBackend(
+            "--served-model-name", "stream", "--mock-any-model", log_dir=self.workdir / "mock"
+        ).start()
         procs.pin(self.pids(), self.cpus)
 
     def pids(self) -> list[int]:
@@ -194,8 +210,9 @@ class Direct(Arm):
 class PlainNginx(Arm):
     name, label = "nginx", "plain nginx proxy_pass"
 
-    def __init__(self, *a, body_buffer: str = "", max_body: str = "64m", keepalive: str = "",
-                 keepalive_timeout: str = "", **kw):
+    def __init__(
+        self, *a, body_buffer: str = "", max_body: str = "64m", keepalive: str = "", keepalive_timeout: str = "", **kw
+    ):
         super().__init__(*a, **kw)
         self.body_buffer, self.max_body = body_buffer, max_body
         # The gateway's upstream keepalive pool, when known: the same connection reuse for both.
@@ -224,12 +241,12 @@ class PlainNginx(Arm):
                 listen 127.0.0.1:{self.fast_port};
                 location = /healthz {{ return 200 'ok'; }}
                 location / {{ proxy_pass http://fast;
-            {textwrap.indent(loc, '    ')} }}
+            {textwrap.indent(loc, "    ")} }}
               }}
               server {{
                 listen 127.0.0.1:{self.stream_port};
                 location / {{ proxy_pass http://paced;
-            {textwrap.indent(loc, '    ')} }}
+            {textwrap.indent(loc, "    ")} }}
               }}
             }}
             """)
@@ -249,15 +266,20 @@ class Gateway(Arm):
     def values(self) -> dict:
         from gateway.runner import deep_merge
 
-        return deep_merge({
-            "nginx": {"workerProcesses": self.workers},
-            "models": [{"modelName": m, "huggingfaceId": f"bench/{m}"} for m in MODELS],
-            "routing": {"endpoints": {
-                "fast-a": f"127.0.0.1:{self.b.port_a}",
-                "fast-b": f"127.0.0.1:{self.b.port_b}",
-                "stream": f"127.0.0.1:{self.b.mock.port}",
-            }},
-        }, self.extra_values)
+        return deep_merge(
+            {
+                "nginx": {"workerProcesses": self.workers},
+                "models": [{"modelName": m, "huggingfaceId": f"bench/{m}"} for m in MODELS],
+                "routing": {
+                    "endpoints": {
+                        "fast-a": f"127.0.0.1:{self.b.port_a}",
+                        "fast-b": f"127.0.0.1:{self.b.port_b}",
+                        "stream": f"127.0.0.1:{self.b.mock.port}",
+                    }
+                },
+            },
+            self.extra_values,
+        )
 
     def start(self) -> None:
         try:
@@ -266,7 +288,7 @@ class Gateway(Arm):
             raise ArmUnavailable(f"tests/gateway/runner.py cannot be imported: {exc}") from exc
         try:
             self.gw = runner.start(self.values(), name="bench", ready_timeout=30)
-        except Exception as exc:  # noqa: BLE001  (render failure, nginx failure: reported per arm)
+        except Exception as exc:
             raise ArmUnavailable(f"the gateway did not start: {str(exc)[-1500:]}") from exc
         self.proc = self.gw.proc
         self.fast_port = self.stream_port = self.gw.port
@@ -280,8 +302,13 @@ class Gateway(Arm):
     def _ready(self) -> bool:
         from gateway import rawhttp
 
-        r = rawhttp.request("127.0.0.1", self.fast_port, "POST", self.path,
-                            {"model": ROUTED, "messages": [{"role": "user", "content": "hi"}]})
+        r = rawhttp.request(
+            "127.0.0.1",
+            self.fast_port,
+            "POST",
+            self.path,
+            {"model": ROUTED, "messages": [{"role": "user", "content": "hi"}]},
+        )
         return r.status == 200
 
     def route_ok(self, headers: dict[str, str]) -> str:
@@ -312,6 +339,7 @@ def _chart_version() -> str:
 
 # ---- LiteLLM --------------------------------------------------------------------------------
 
+
 def litellm_venv(cache: Path) -> Path:
     return cache / "litellm-venv"
 
@@ -323,13 +351,16 @@ def ensure_litellm(cache: Path, *, install: bool) -> Path:
     if exe.exists() and stamp.exists() and stamp.read_text().strip() == LITELLM_VERSION:
         return exe
     if not install:
-        raise ArmUnavailable(f"LiteLLM {LITELLM_VERSION} is not installed yet (a full run installs it "
-                             f"into {venv}; --quick does not)")
-    print(f"[bench] installing litellm[proxy]=={LITELLM_VERSION} into {venv} (a few minutes, once)",
-          flush=True)
+        raise ArmUnavailable(
+            f"LiteLLM {LITELLM_VERSION} is not installed yet (a full run installs it into {venv}; --quick does not)"
+        )
+    print(f"[bench] installing litellm[proxy]=={LITELLM_VERSION} into {venv} (a few minutes, once)", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+        capture_output=True,
+        text=True,
+    )
     if p.returncode != 0:
         raise ArmUnavailable(f"pip install litellm[proxy]=={LITELLM_VERSION} failed: {p.stderr[-1500:]}")
     stamp.write_text(LITELLM_VERSION + "\n")
@@ -348,23 +379,50 @@ class LiteLLM(Arm):
         self.workdir.mkdir(parents=True, exist_ok=True)
         port = procs.free_port()
         cfg = self.workdir / "config.yaml"
-        cfg.write_text(json.dumps({
-            "model_list": [
-                {"model_name": ROUTED, "litellm_params": {
-                    "model": f"openai/{ROUTED}", "api_base": f"http://127.0.0.1:{self.b.port_b}/v1",
-                    "api_key": "sk-bench"}},
-                {"model_name": "stream", "litellm_params": {
-                    "model": "openai/stream", "api_base": f"http://127.0.0.1:{self.b.mock.port}/v1",
-                    "api_key": "sk-bench"}},
-            ],
-            "litellm_settings": {"drop_params": True, "telemetry": False, "set_verbose": False},
-        }, indent=1))  # JSON is YAML
-        env = dict(os.environ, LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False",
-                   LITELLM_MODE="PRODUCTION", LITELLM_LOCAL_MODEL_COST_MAP="True", NO_DOCS="True", DISABLE_ADMIN_UI="True")
+        cfg.write_text(
+            json.dumps(
+                {
+                    "model_list": [
+                        {
+                            "model_name": ROUTED,
+                            "litellm_params": {
+                                "model": f"openai/{ROUTED}",
+                                "api_base": f"http://127.0.0.1:{self.b.port_b}/v1",
+                                "api_key": "sk-bench",
+                            },
+                        },
+                        {
+                            "model_name": "stream",
+                            "litellm_params": {
+                                "model": "openai/stream",
+                                "api_base": f"http://127.0.0.1:{self.b.mock.port}/v1",
+                                "api_key": "sk-bench",
+                            },
+                        },
+                    ],
+                    "litellm_settings": {"drop_params": True, "telemetry": False, "set_verbose": False},
+                },
+                indent=1,
+            )
+        )  # JSON is YAML
+        env = dict(
+            os.environ,
+            LITELLM_LOG="ERROR",
+            LITELLM_TELEMETRY="False",
+            LITELLM_MODE="PRODUCTION",
+            LITELLM_LOCAL_MODEL_COST_MAP="True",
+            NO_DOCS="True",
+            DISABLE_ADMIN_UI="True",
+        )
         log = (self.workdir / "litellm.log").open("wb")
         self.proc = subprocess.Popen(
             [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.workdir)
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=self.workdir,
+        )
         log.close()
         if procs.wait_http(f"http://127.0.0.1:{port}/health/liveliness", 120, self.proc) != 200:
             tail = (self.workdir / "litellm.log").read_text(errors="replace")[-1500:]
@@ -377,6 +435,7 @@ class LiteLLM(Arm):
 
 # ---- onwards --------------------------------------------------------------------------------
 
+
 def ensure_onwards(cache: Path, *, build: bool) -> Path:
     """`cargo install onwards --version X --locked --root <cache>` once; the binary after that."""
     root = cache / "cargo"
@@ -385,20 +444,26 @@ def ensure_onwards(cache: Path, *, build: bool) -> Path:
         return exe
     cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
     if not build:
-        raise ArmUnavailable(f"onwards {ONWARDS_VERSION} is not built yet (a full run builds it with "
-                             f"`cargo install` into {root}; --quick does not)")
+        raise ArmUnavailable(
+            f"onwards {ONWARDS_VERSION} is not built yet (a full run builds it with "
+            f"`cargo install` into {root}; --quick does not)"
+        )
     if not os.access(cargo, os.X_OK):
         raise ArmUnavailable("cargo is not installed: onwards (Rust, crates.io) cannot be built")
-    print(f"[bench] cargo install onwards {ONWARDS_VERSION} into {root} (10-20 minutes on 2 cores, once)",
-          flush=True)
+    print(f"[bench] cargo install onwards {ONWARDS_VERSION} into {root} (10-20 minutes on 2 cores, once)", flush=True)
     log = cache / f"onwards-{ONWARDS_VERSION}-build.log"
     with log.open("wb") as out:
-        p = subprocess.run([cargo, "install", "onwards", "--version", ONWARDS_VERSION, "--locked",
-                            "--root", str(root)], stdout=out, stderr=subprocess.STDOUT)
+        p = subprocess.run(
+            [cargo, "install", "onwards", "--version", ONWARDS_VERSION, "--locked", "--root", str(root)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     if p.returncode != 0 or not exe.exists():
-        raise ArmUnavailable(f"onwards {ONWARDS_VERSION} did not build from crates.io "
-                             f"(cargo install exit {p.returncode}; log: {log}): "
-                             f"{log.read_text(errors='replace')[-800:]}")
+        raise ArmUnavailable(
+            f"onwards {ONWARDS_VERSION} did not build from crates.io "
+            f"(cargo install exit {p.returncode}; log: {log}): "
+            f"{log.read_text(errors='replace')[-800:]}"
+        )
     return exe
 
 
@@ -414,19 +479,34 @@ class Onwards(Arm):
         self.workdir.mkdir(parents=True, exist_ok=True)
         port, mport = procs.free_port(), procs.free_port()
         cfg = self.workdir / "targets.json"
-        cfg.write_text(json.dumps({
-            "targets": {ROUTED: {"url": f"http://127.0.0.1:{self.b.port_b}"},
-                        "stream": {"url": f"http://127.0.0.1:{self.b.mock.port}"}},
-            "http_pool": {"max_idle_per_host": 512, "idle_timeout_secs": 90},
-        }, indent=1))
+        cfg.write_text(
+            json.dumps(
+                {
+                    "targets": {
+                        ROUTED: {"url": f"http://127.0.0.1:{self.b.port_b}"},
+                        "stream": {"url": f"http://127.0.0.1:{self.b.mock.port}"},
+                    },
+                    "http_pool": {"max_idle_per_host": 512, "idle_timeout_secs": 90},
+                },
+                indent=1,
+            )
+        )
         # One tokio worker thread: the same one core and one worker as every other proxy.
         env = dict(os.environ, TOKIO_WORKER_THREADS=str(self.workers), RUST_LOG="warn")
         log = (self.workdir / "onwards.log").open("wb")
-        self.proc = subprocess.Popen([str(exe), "-f", str(cfg), "--port", str(port), "--metrics-port", str(mport)],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.workdir)
+        self.proc = subprocess.Popen(
+            [str(exe), "-f", str(cfg), "--port", str(port), "--metrics-port", str(mport)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=self.workdir,
+        )
         log.close()
-        if procs.wait_http(f"http://127.0.0.1:{mport}/readyz", 30, self.proc) != 200 and \
-                procs.wait_http(f"http://127.0.0.1:{port}/v1/models", 5, self.proc) != 200:
+        if (
+            procs.wait_http(f"http://127.0.0.1:{mport}/readyz", 30, self.proc) != 200
+            and procs.wait_http(f"http://127.0.0.1:{port}/v1/models", 5, self.proc) != 200
+        ):
             tail = (self.workdir / "onwards.log").read_text(errors="replace")[-1500:]
             self.stop()
             raise ArmUnavailable(f"onwards did not start: {tail}")

@@ -1,4 +1,5 @@
 """Load generators: wrk (Debian) for request/response arms, a raw-socket SSE client for streams."""
+
 from __future__ import annotations
 
 import json
@@ -6,17 +7,16 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from gateway import rawhttp  # the gateway test harness's timestamping SSE client (bench/__init__.py)
 
 from .procs import cpu_seconds, rss_mib
 
 HERE = Path(__file__).resolve().parent
 WRK_SCRIPT = HERE / "wrk_post.lua"
-sys.path.insert(0, str(HERE.parent / "tests"))
-from gateway import rawhttp  # noqa: E402  (the gateway test harness's timestamping SSE client)
 
 
 def wrk_binary() -> str:
@@ -40,11 +40,31 @@ class WrkResult:
         return dict(self.__dict__)
 
 
-def wrk(url: str, body_file: Path, *, connections: int, seconds: float, cpus: set[int],
-        proxy_pids: list[int], backend_pids: list[int]) -> WrkResult:
+def wrk(
+    url: str,
+    body_file: Path,
+    *,
+    connections: int,
+    seconds: float,
+    cpus: set[int],
+    proxy_pids: list[int],
+    backend_pids: list[int],
+) -> WrkResult:
     """One wrk run (one thread, pinned): POST body_file to url with `connections` keep-alive connections."""
-    cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), wrk_binary(), "-t1", f"-c{connections}",
-           f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), url]
+    cmd = [
+        "taskset",
+        "-c",
+        ",".join(map(str, sorted(cpus))),
+        wrk_binary(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
     env = dict(os.environ, BENCH_BODY_FILE=str(body_file))
     cpu0, bcpu0, t0 = cpu_seconds(proxy_pids), cpu_seconds(backend_pids), time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
@@ -54,14 +74,19 @@ def wrk(url: str, body_file: Path, *, connections: int, seconds: float, cpus: se
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-800:]} {proc.stderr[-800:]}")
-    d = json.loads(line[len("BENCH_JSON "):])
+    d = json.loads(line[len("BENCH_JSON ") :])
     n = d["requests"]
     errors = sum(d["errors"].values())
     if n == 0:
         raise RuntimeError(f"no request completed in {seconds} s (errors: {d['errors']})")
     return WrkResult(
-        rps=n / (d["duration_us"] / 1e6), requests=n, errors=errors,
-        p50_ms=d["p50"] / 1000, p90_ms=d["p90"] / 1000, p99_ms=d["p99"] / 1000, max_ms=d["max"] / 1000,
+        rps=n / (d["duration_us"] / 1e6),
+        requests=n,
+        errors=errors,
+        p50_ms=d["p50"] / 1000,
+        p90_ms=d["p90"] / 1000,
+        p99_ms=d["p99"] / 1000,
+        max_ms=d["max"] / 1000,
         cpu_ms_per_req=1000 * cpu / n if n and proxy_pids else 0.0,
         backend_cpu_util=bcpu / wall if wall else 0.0,
         rss_mib=rss_mib(proxy_pids),
@@ -82,14 +107,15 @@ class StreamResult:
         return dict(self.__dict__)
 
 
-def stream(host: str, port: int, path: str, body: dict, *, deltas: int, interval_ms: float,
-           headers: dict | None = None) -> StreamResult:
+def stream(
+    host: str, port: int, path: str, body: dict, *, deltas: int, interval_ms: float, headers: dict | None = None
+) -> StreamResult:
     t0 = time.monotonic()
     resp = rawhttp.request(host, port, "POST", path, body, headers=headers, timeout=30)
     if resp.status != 200:
         raise RuntimeError(f"stream answered {resp.status}: {resp.body[:300]!r}")
     times = [t for t, _ in resp.events]
-    paced = times[:deltas + 1]  # role chunk + the paced deltas; the tail follows at once
+    paced = times[: deltas + 1]  # role chunk + the paced deltas; the tail follows at once
     gaps = [(b - a) * 1000 for a, b in zip(paced, paced[1:])]
     data = resp.data
     return StreamResult(

@@ -1,13 +1,13 @@
 """Process plumbing for the benchmark: ports, CPU pinning, CPU time and memory from /proc."""
+
 from __future__ import annotations
 
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
-from gateway.backends import wait_http as _wait_http  # tests/ is on sys.path (bench/arms.py)
+from gateway.backends import wait_http as _wait_http  # tests/ is on sys.path (bench/__init__.py)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -1,4 +1,5 @@
 """Summaries, the stdout/markdown tables, the JSON result, the plot, the docs section."""
+
 from __future__ import annotations
 
 import math
@@ -35,14 +36,20 @@ def _stream_round(entries: list[dict], reference: str | None) -> dict:
     def m(k, items):
         vals = [s[k] for s in items if s.get(k) is not None and math.isfinite(s[k])]
         return statistics.median(vals) if vals else None
-    return {"first_event_ms": m("first_event_ms", ok), "gap_median_ms": m("gap_median_ms", full_ok),
-            "bursts": sum(s.get("bursts", 0) for s in full_ok),
-            "frames_ok": bool(full) and len(ok) == len(entries)
-            and all(s.get("frames") == s.get("sent") and s["complete"] for s in ok),
-            "content_ok": bool(full) and len(full_ok) == len(full)
-            and all(reference is not None and s.get("content") == reference and s["complete"] for s in full_ok),
-            "frames": [f"{s.get('frames')}/{s.get('sent')}" for s in full],
-            "errors": [s["error"] for s in entries if "error" in s]}
+
+    return {
+        "first_event_ms": m("first_event_ms", ok),
+        "gap_median_ms": m("gap_median_ms", full_ok),
+        "bursts": sum(s.get("bursts", 0) for s in full_ok),
+        "frames_ok": bool(full)
+        and len(ok) == len(entries)
+        and all(s.get("frames") == s.get("sent") and s["complete"] for s in ok),
+        "content_ok": bool(full)
+        and len(full_ok) == len(full)
+        and all(reference is not None and s.get("content") == reference and s["complete"] for s in full_ok),
+        "frames": [f"{s.get('frames')}/{s.get('sent')}" for s in full],
+        "errors": [s["error"] for s in entries if "error" in s],
+    }
 
 
 def build(*, runs, status, checks, arms, config, machine, versions, started, wall_s, notes) -> dict:
@@ -53,24 +60,35 @@ def build(*, runs, status, checks, arms, config, machine, versions, started, wal
     for c in cs:
         for arm, rounds in conc[c].items():
             results["concurrency"].setdefault(c, {})[arm] = {
-                k: summary(_vals(rounds, k)) for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_req",
-                                                        "backend_cpu_util", "rss_mib")}
+                k: summary(_vals(rounds, k))
+                for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_req", "backend_cpu_util", "rss_mib")
+            }
             results["concurrency"][c][arm]["failed_rounds"] = sum(1 for r in rounds if "error" in r or r.get("errors"))
     for body, per_arm in runs["body"].items():
         for arm, rounds in per_arm.items():
             results["body"].setdefault(body, {})[arm] = {
-                k: summary(_vals(rounds, k)) for k in ("rps", "p50_ms", "p99_ms")}
-    ref = next((s.get("content") for r in runs["stream"].get("direct", []) for s in r
-                if s.get("content") and s.get("kind") != "ttfe"), None)
+                k: summary(_vals(rounds, k)) for k in ("rps", "p50_ms", "p99_ms")
+            }
+    ref = next(
+        (
+            s.get("content")
+            for r in runs["stream"].get("direct", [])
+            for s in r
+            if s.get("content") and s.get("kind") != "ttfe"
+        ),
+        None,
+    )
     stream_rounds = {arm: [_stream_round(s, ref) for s in rs] for arm, rs in runs["stream"].items()}
     for arm, rs in stream_rounds.items():
-        results["stream"][arm] = {"first_event_ms": summary([r["first_event_ms"] for r in rs]),
-                                  "gap_median_ms": summary([r["gap_median_ms"] for r in rs]),
-                                  "bursts": sum(r["bursts"] for r in rs),
-                                  "frames_ok": bool(rs) and all(r["frames_ok"] for r in rs),
-                                  "content_ok": bool(rs) and all(r["content_ok"] for r in rs),
-                                  "frames": [f for r in rs for f in r["frames"]],
-                                  "errors": [e for r in rs for e in r["errors"]]}
+        results["stream"][arm] = {
+            "first_event_ms": summary([r["first_event_ms"] for r in rs]),
+            "gap_median_ms": summary([r["gap_median_ms"] for r in rs]),
+            "bursts": sum(r["bursts"] for r in rs),
+            "frames_ok": bool(rs) and all(r["frames_ok"] for r in rs),
+            "content_ok": bool(rs) and all(r["content_ok"] for r in rs),
+            "frames": [f for r in rs for f in r["frames"]],
+            "errors": [e for r in rs for e in r["errors"]],
+        }
 
     def peak(arm):  # per round: the best throughput over the concurrency sweep
         per_c = [_vals(conc[c].get(arm, []), "rps") for c in cs]
@@ -88,8 +106,11 @@ def build(*, runs, status, checks, arms, config, machine, versions, started, wal
     top = cs[-1] if cs else None
     per_arm = {}
     for arm in names:
-        a = {"peak_rps": summary(peak(arm)),
-             "p50_ms_c1": summary(lat(arm, "p50_ms")), "p99_ms_c1": summary(lat(arm, "p99_ms"))}
+        a = {
+            "peak_rps": summary(peak(arm)),
+            "p50_ms_c1": summary(lat(arm, "p50_ms")),
+            "p99_ms_c1": summary(lat(arm, "p99_ms")),
+        }
         if "nginx" in names:
             a["throughput_ratio_vs_nginx"] = ratio(peak(arm), peak("nginx"))
         if "litellm" in names:
@@ -113,7 +134,8 @@ def build(*, runs, status, checks, arms, config, machine, versions, started, wal
         for arm in names:
             per_arm[arm]["added_p50_ratio_vs_nginx"] = ratio(
                 paired_diff(lat(arm, "p50_ms"), lat("direct", "p50_ms")),
-                paired_diff(lat("nginx", "p50_ms"), lat("direct", "p50_ms")))
+                paired_diff(lat("nginx", "p50_ms"), lat("direct", "p50_ms")),
+            )
 
     gw = per_arm.get("gateway", {})
     head = {
@@ -137,9 +159,23 @@ def build(*, runs, status, checks, arms, config, machine, versions, started, wal
         val = head.get(key)
         met = None if val is None else (val >= want if op == ">=" else val <= want if op == "<=" else val == want)
         targets[key] = {"target": desc, "value": val, "met": met}
-    return {"schema": 1, "started": started, "wall_s": wall_s, **head, "targets": targets,
-            "machine": machine, "versions": versions, "config": config, "arms": arms, "arm_status": status,
-            "route_checks": checks, "per_arm": per_arm, "results": results, "notes": notes, "raw": runs}
+    return {
+        "schema": 1,
+        "started": started,
+        "wall_s": wall_s,
+        **head,
+        "targets": targets,
+        "machine": machine,
+        "versions": versions,
+        "config": config,
+        "arms": arms,
+        "arm_status": status,
+        "route_checks": checks,
+        "per_arm": per_arm,
+        "results": results,
+        "notes": notes,
+        "raw": runs,
+    }
 
 
 def paired_diff(a, b):
@@ -147,6 +183,7 @@ def paired_diff(a, b):
 
 
 # ---- text ---------------------------------------------------------------------------------
+
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -157,51 +194,108 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def tables(res: dict) -> str:
     arms = [a for a in ["direct", "nginx", "gateway", "litellm", "onwards"] if a in res["arms"]]
     label = {a: f"{a} ({res['arms'][a]['label']})" for a in arms}
-    conc, body, stream, per = res["results"]["concurrency"], res["results"]["body"], res["results"]["stream"], res["per_arm"]
+    conc, body, stream, per = (
+        res["results"]["concurrency"],
+        res["results"]["body"],
+        res["results"]["stream"],
+        res["per_arm"],
+    )
     cs = sorted(conc, key=int)
     cfg = res["config"]
-    out = [f"Gateway benchmark, {res['started']}: {cfg['rounds']} round(s) x {cfg['seconds']} s per run, "
-           f"proxy on cpu {cfg['proxy_cpus']}, wrk on {cfg['load_cpus']}, backends on {cfg['backend_cpus']}, "
-           f"{cfg['workers_per_proxy']} worker(s) per proxy. Median of round medians (min..max over rounds).", ""]
+    out = [
+        f"Gateway benchmark, {res['started']}: {cfg['rounds']} round(s) x {cfg['seconds']} s per run, "
+        f"proxy on cpu {cfg['proxy_cpus']}, wrk on {cfg['load_cpus']}, backends on {cfg['backend_cpus']}, "
+        f"{cfg['workers_per_proxy']} worker(s) per proxy. Median of round medians (min..max over rounds).",
+        "",
+    ]
     out.append("Throughput, 1 KB chat body, non-streaming (requests/s)")
     rows = []
     for a in arms:
-        rows.append([label[a], *[fmt(conc[c].get(a, {}).get("rps"), 0) for c in cs],
-                     fmt(per[a].get("throughput_ratio_vs_nginx")), fmt(per[a].get("throughput_ratio_vs_litellm"), 1)])
+        rows.append(
+            [
+                label[a],
+                *[fmt(conc[c].get(a, {}).get("rps"), 0) for c in cs],
+                fmt(per[a].get("throughput_ratio_vs_nginx")),
+                fmt(per[a].get("throughput_ratio_vs_litellm"), 1),
+            ]
+        )
     out += [_table(["arm", *[f"c={c}" for c in cs], "peak / nginx", "peak / LiteLLM"], rows), ""]
     out.append("Latency p50 / p99 by concurrency (ms)")
-    rows = [[label[a], *[f"{fmt(conc[c].get(a, {}).get('p50_ms'), 2, False)} / "
-                         f"{fmt(conc[c].get(a, {}).get('p99_ms'), 2, False)}" for c in cs]] for a in arms]
+    rows = [
+        [
+            label[a],
+            *[
+                f"{fmt(conc[c].get(a, {}).get('p50_ms'), 2, False)} / {fmt(conc[c].get(a, {}).get('p99_ms'), 2, False)}"
+                for c in cs
+            ],
+        ]
+        for a in arms
+    ]
     out += [_table(["arm", *[f"c={c}" for c in cs]], rows), ""]
     out.append("Added latency at concurrency 1 vs direct, 1 KB (ms)")
-    rows = [[label[a], fmt(per[a].get("added_p50_ms"), 3), fmt(per[a].get("added_p99_ms"), 3),
-             fmt(per[a].get("added_p50_ratio_vs_nginx"))] for a in arms if a != "direct"]
+    rows = [
+        [
+            label[a],
+            fmt(per[a].get("added_p50_ms"), 3),
+            fmt(per[a].get("added_p99_ms"), 3),
+            fmt(per[a].get("added_p50_ratio_vs_nginx")),
+        ]
+        for a in arms
+        if a != "direct"
+    ]
     out += [_table(["arm", "added p50", "added p99", "added p50 / nginx's"], rows), ""]
     out.append("Body-size sweep at concurrency 1: p50 (ms), added p50 vs direct, route check")
     sizes = [b for b in ("1KB", "100KB", "1MB") if b in body]
-    rows = [[label[a], *[fmt(body[b].get(a, {}).get("p50_ms"), 2, False) for b in sizes],
-             *[fmt(per[a].get(f"body_{b.lower()}_added_p50_ms"), 2) for b in sizes if b != "1KB"],
-             " ".join(f"{b}:{v}" for b, v in res["route_checks"].get(a, {}).items())] for a in arms]
-    out += [_table(["arm", *[f"p50 {b}" for b in sizes], *[f"added {b}" for b in sizes if b != "1KB"], "route"],
-                   rows), ""]
+    rows = [
+        [
+            label[a],
+            *[fmt(body[b].get(a, {}).get("p50_ms"), 2, False) for b in sizes],
+            *[fmt(per[a].get(f"body_{b.lower()}_added_p50_ms"), 2) for b in sizes if b != "1KB"],
+            " ".join(f"{b}:{v}" for b, v in res["route_checks"].get(a, {}).items()),
+        ]
+        for a in arms
+    ]
+    out += [
+        _table(["arm", *[f"p50 {b}" for b in sizes], *[f"added {b}" for b in sizes if b != "1KB"], "route"], rows),
+        "",
+    ]
     out.append(f"Streaming: role chunk + {cfg['stream']['deltas']} deltas every {cfg['stream']['interval_ms']} ms")
     rows = []
     for a in arms:
         s = stream.get(a, {})
-        rows.append([label[a], fmt(s.get("first_event_ms"), 2), fmt(per[a].get("stream_first_event_added_ms"), 2),
-                     fmt(s.get("gap_median_ms"), 2), fmt(per[a].get("stream_gap_ratio"), 3),
-                     str(s.get("bursts", "-")), "yes" if s.get("frames_ok") else "NO " + _counts(s.get("frames") or []),
-                     "yes" if s.get("content_ok") else "NO"])
-    out += [_table(["arm", "first event", "added", "gap median", "gap ratio", "bursts", "frames = sent",
-                    "text = direct"], rows), ""]
+        rows.append(
+            [
+                label[a],
+                fmt(s.get("first_event_ms"), 2),
+                fmt(per[a].get("stream_first_event_added_ms"), 2),
+                fmt(s.get("gap_median_ms"), 2),
+                fmt(per[a].get("stream_gap_ratio"), 3),
+                str(s.get("bursts", "-")),
+                "yes" if s.get("frames_ok") else "NO " + _counts(s.get("frames") or []),
+                "yes" if s.get("content_ok") else "NO",
+            ]
+        )
+    out += [
+        _table(
+            ["arm", "first event", "added", "gap median", "gap ratio", "bursts", "frames = sent", "text = direct"], rows
+        ),
+        "",
+    ]
     top = cs[-1] if cs else "-"
     out.append(f"Resources at c={top}: proxy CPU per request, proxy RSS; backend CPU use (cores)")
-    rows = [[label[a], fmt(per[a].get("cpu_ms_per_req"), 3), fmt((per[a].get("rss_mib") or {}).get("max"), 1),
-             fmt(conc.get(top, {}).get(a, {}).get("backend_cpu_util"), 2)] for a in arms]
+    rows = [
+        [
+            label[a],
+            fmt(per[a].get("cpu_ms_per_req"), 3),
+            fmt((per[a].get("rss_mib") or {}).get("max"), 1),
+            fmt(conc.get(top, {}).get(a, {}).get("backend_cpu_util"), 2),
+        ]
+        for a in arms
+    ]
     out += [_table(["arm", "CPU ms/req", "RSS MiB (max)", "backend cores busy"], rows), ""]
     out.append("Targets (gateway)")
     rows = []
-    for key, t in res["targets"].items():
+    for t in res["targets"].values():
         v = t["value"]
         vs = "-" if v is None else (str(v) if isinstance(v, bool) else f"{v:.3f}")
         rows.append([t["target"], vs, {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]])
@@ -210,8 +304,12 @@ def tables(res: dict) -> str:
     for a, s in skipped.items():
         out.append(f"- {a}: {s[:300]}")
     la0, la1 = res["machine"].get("loadavg_start"), res["machine"].get("loadavg_end")
-    out.append(f"Machine: {res['machine'].get('cpu')}, {res['machine'].get('cores')} cores, "
-               f"load average {la0[0]:.1f} at start, {la1[0]:.1f} at end." if la0 and la1 else "")
+    out.append(
+        f"Machine: {res['machine'].get('cpu')}, {res['machine'].get('cores')} cores, "
+        f"load average {la0[0]:.1f} at start, {la1[0]:.1f} at end."
+        if la0 and la1
+        else ""
+    )
     return "\n".join(out)
 
 
@@ -241,7 +339,7 @@ def plot(res: dict, path: Path) -> Path | None:
         p50 = [med(conc[str(c)][arm]["p50_ms"]) for c in xs]
         p99 = [med(conc[str(c)][arm]["p99_ms"]) for c in xs]
         rps = [med(conc[str(c)][arm]["rps"]) for c in xs]
-        line, = ax1.plot(xs, p50, marker="o", label=f"{arm} p50")
+        (line,) = ax1.plot(xs, p50, marker="o", label=f"{arm} p50")
         ax1.plot(xs, p99, marker=".", linestyle="--", color=line.get_color(), alpha=0.6, label=f"{arm} p99")
         ax2.plot(xs, rps, marker="o", color=line.get_color(), label=arm)
     for ax in (ax1, ax2):
@@ -268,12 +366,19 @@ BEGIN, END = "<!-- bench:begin (written by `nox -s bench -- --update-docs`) -->"
 def update_docs(path: Path, text: str, res: dict) -> None:
     """Replace the measured section of docs/performance.md (between the markers) with this run."""
     v = res["versions"]
-    block = "\n".join([
-        BEGIN,
-        f"Measured {res['started']} ({'quick' if res['config']['quick'] else 'full'} run, {res['wall_s']} s), "
-        f"{res['machine'].get('cpu')}, {res['machine'].get('cores')} cores, {res['machine'].get('os')}, "
-        f"nginx {v.get('nginx')}, lua module {v.get('libnginx-mod-http-lua')}, wrk {v.get('wrk')}.",
-        "", "```text", text, "```", END])
+    block = "\n".join(
+        [
+            BEGIN,
+            f"Measured {res['started']} ({'quick' if res['config']['quick'] else 'full'} run, {res['wall_s']} s), "
+            f"{res['machine'].get('cpu')}, {res['machine'].get('cores')} cores, {res['machine'].get('os')}, "
+            f"nginx {v.get('nginx')}, lua module {v.get('libnginx-mod-http-lua')}, wrk {v.get('wrk')}.",
+            "",
+            "```text",
+            text,
+            "```",
+            END,
+        ]
+    )
     doc = path.read_text() if path.exists() else f"# Gateway performance\n\n{BEGIN}\n{END}\n"
     if BEGIN not in doc:
         doc += f"\n{BEGIN}\n{END}\n"

@@ -9,6 +9,7 @@ round), so slow drifts of a shared machine hit all arms alike; results are media
 per-round medians with their min..max spread, and comparisons are ratios or differences taken
 within a round. Output: a table on stdout, build/bench/gateway.json, build/bench/latency.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,9 @@ import time
 import traceback
 from pathlib import Path
 
+from . import REPO, load, procs, report
 from . import arms as A
-from . import load, procs, report
 
-REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "build" / "bench"
 DEBIAN_PACKAGES = ["wrk", "nginx", "libnginx-mod-http-lua", "lua-cjson"]
 ARM_ORDER = ["direct", "nginx", "gateway", "litellm", "onwards"]
@@ -42,22 +42,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="seconds per wrk run (default 3; --quick 1)")
     p.add_argument("--concurrency", help="comma list (default 1,8,32,128; --quick 1,32)")
     p.add_argument("--streams", type=int, help="full streams per arm per round (default 3; --quick 1)")
-    p.add_argument("--ttfe-streams", type=int, help="short streams per arm per round, for the time to first "
-                                                     "event (default 20; --quick 5)")
+    p.add_argument(
+        "--ttfe-streams",
+        type=int,
+        help="short streams per arm per round, for the time to first event (default 20; --quick 5)",
+    )
     p.add_argument("--arms", default=",".join(ARM_ORDER), help=f"comma list of {ARM_ORDER}")
     p.add_argument("--workers", type=int, default=1, help="worker processes/threads per proxy (default 1)")
     p.add_argument("--proxy-cpus", default="1", help="cores for the proxy under test (default 1)")
     p.add_argument("--load-cpus", default="0", help="cores for wrk and the stream client (default 0)")
     p.add_argument("--backend-cpus", default="0", help="cores for the backends (default 0)")
     p.add_argument("--gateway-values", type=Path, help="extra values file for the gateway (try a tuning)")
-    p.add_argument("--nice", type=int, default=0,
-                   help="niceness for the benchmark and all it starts (root may go below 0 to shield every "
-                        "arm alike from other jobs on a shared machine; default 0)")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness for the benchmark and all it starts (root may go below 0 to shield every "
+        "arm alike from other jobs on a shared machine; default 0)",
+    )
     p.add_argument("--no-install", action="store_true", help="never install LiteLLM or build onwards")
     p.add_argument("--update-docs", action="store_true", help="write the tables into docs/performance.md")
     p.add_argument("--out", type=Path, default=OUT / "gateway.json")
-    p.add_argument("--report-only", action="store_true",
-                   help="measure nothing: rebuild the tables, plot (and docs) from the raw runs in --out")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: rebuild the tables, plot (and docs) from the raw runs in --out",
+    )
     a = p.parse_args(argv)
     a.rounds = a.rounds or (1 if a.quick else 5)
     a.seconds = a.seconds or (1 if a.quick else 3)
@@ -79,7 +89,6 @@ def cpus(spec: str) -> set[int]:
 
 
 def ensure_system_packages() -> None:
-    sys.path.insert(0, str(REPO / "tools"))
     import bootstrap  # tools/bootstrap.py: the one place that installs Debian packages (root only)
 
     bootstrap.debian_packages(DEBIAN_PACKAGES, purpose="the gateway benchmark (nox -s bench)")
@@ -87,17 +96,31 @@ def ensure_system_packages() -> None:
 
 def chat_body(size: int, model: str) -> bytes:
     """An OpenAI chat request of exactly `size` bytes; `model` last, as the OpenAI SDK orders it."""
+
     def make(n: int) -> bytes:
-        return json.dumps({"messages": [{"role": "system", "content": "You are a benchmark."},
-                                        {"role": "user", "content": "x" * n}],
-                           "max_tokens": 8, "model": model}, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "You are a benchmark."},
+                    {"role": "user", "content": "x" * n},
+                ],
+                "max_tokens": 8,
+                "model": model,
+            },
+            separators=(",", ":"),
+        ).encode()
+
     base = len(make(0))
     return make(max(0, size - base))
 
 
 def stream_body(arm: str) -> dict:
-    body = {"messages": [{"role": "user", "content": "Count to sixty-four."}], "stream": True,
-            "mock": {"chunks": STREAM_DELTAS, "interval_ms": STREAM_INTERVAL_MS}, "model": "stream"}
+    body = {
+        "messages": [{"role": "user", "content": "Count to sixty-four."}],
+        "stream": True,
+        "mock": {"chunks": STREAM_DELTAS, "interval_ms": STREAM_INTERVAL_MS},
+        "model": "stream",
+    }
     if arm == "litellm":
         body["extra_body"] = {"mock": body["mock"]}  # LiteLLM forwards unknown keys only from extra_body
     return body
@@ -151,11 +174,14 @@ class Bench:
             if name == "nginx":
                 gw = candidates.get("gateway")
                 conf = gw.rendered_conf() if gw and gw in self.arms else ""
-                candidates["nginx"] = A.PlainNginx(self.backends, body_buffer=_directive(conf, "client_body_buffer_size"),
-                                                   max_body=_directive(conf, "client_max_body_size") or "64m",
-                                                   keepalive=_directive(conf, "keepalive"),
-                                                   keepalive_timeout=_upstream_keepalive_timeout(conf),
-                                                   **common)
+                candidates["nginx"] = A.PlainNginx(
+                    self.backends,
+                    body_buffer=_directive(conf, "client_body_buffer_size"),
+                    max_body=_directive(conf, "client_max_body_size") or "64m",
+                    keepalive=_directive(conf, "keepalive"),
+                    keepalive_timeout=_upstream_keepalive_timeout(conf),
+                    **common,
+                )
             arm = candidates[name]
             self.log(f"starting {name}")
             try:
@@ -193,9 +219,15 @@ class Bench:
 
     def wrk(self, arm: A.Arm, body: str, conns: int, seconds: float) -> dict:
         try:
-            r = load.wrk(f"http://127.0.0.1:{arm.fast_port}{arm.path}", self.bodies[body], connections=conns,
-                         seconds=seconds, cpus=self.load_cpus, proxy_pids=arm.pids(),
-                         backend_pids=self.backends.canned_pids())
+            r = load.wrk(
+                f"http://127.0.0.1:{arm.fast_port}{arm.path}",
+                self.bodies[body],
+                connections=conns,
+                seconds=seconds,
+                cpus=self.load_cpus,
+                proxy_pids=arm.pids(),
+                backend_pids=self.backends.canned_pids(),
+            )
             return r.as_dict()
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             self.log(f"wrk {arm.name} c={conns} {body} failed: {exc}")
@@ -206,8 +238,14 @@ class Bench:
         for _ in range(self.args.streams):
             before = self.backends.mock.stats().get("chunks_sent", 0)
             try:
-                r = load.stream("127.0.0.1", arm.stream_port, arm.path, stream_body(arm.name),
-                                deltas=STREAM_DELTAS, interval_ms=STREAM_INTERVAL_MS).as_dict()
+                r = load.stream(
+                    "127.0.0.1",
+                    arm.stream_port,
+                    arm.path,
+                    stream_body(arm.name),
+                    deltas=STREAM_DELTAS,
+                    interval_ms=STREAM_INTERVAL_MS,
+                ).as_dict()
             except (OSError, RuntimeError) as exc:
                 r = {"error": str(exc)[:300]}
             time.sleep(0.05)  # let the mock count the tail it wrote
@@ -221,8 +259,9 @@ class Bench:
             if "extra_body" in body:
                 body["extra_body"] = {"mock": body["mock"]}
             try:
-                r = load.stream("127.0.0.1", arm.stream_port, arm.path, body, deltas=2,
-                                interval_ms=STREAM_INTERVAL_MS).as_dict()
+                r = load.stream(
+                    "127.0.0.1", arm.stream_port, arm.path, body, deltas=2, interval_ms=STREAM_INTERVAL_MS
+                ).as_dict()
             except (OSError, RuntimeError) as exc:
                 r = {"error": str(exc)[:300]}
             r["kind"] = "ttfe"
@@ -255,11 +294,11 @@ class Bench:
             for c in a.concurrency:
                 for arm in order:
                     self.runs["concurrency"].setdefault(str(c), {}).setdefault(arm.name, []).append(
-                        self.wrk(arm, "1KB", c, secs))
+                        self.wrk(arm, "1KB", c, secs)
+                    )
             for body in ("100KB", "1MB"):
                 for arm in order:
-                    self.runs["body"].setdefault(body, {}).setdefault(arm.name, []).append(
-                        self.wrk(arm, body, 1, secs))
+                    self.runs["body"].setdefault(body, {}).setdefault(arm.name, []).append(self.wrk(arm, body, 1, secs))
             for arm in order:
                 self.runs["stream"].setdefault(arm.name, []).append(self.streams(arm))
             self.log(f"round {rnd + 1} took {time.monotonic() - t0:.0f}s")
@@ -270,7 +309,7 @@ class Bench:
         for arm in self.arms:
             try:
                 arm.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 traceback.print_exc()
         self.backends.stop()
 
@@ -288,8 +327,11 @@ def _upstream_keepalive_timeout(conf: str) -> str:
 def machine() -> dict:
     cpu = ""
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     mem = ""
@@ -297,8 +339,15 @@ def machine() -> dict:
         mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(),
-            "os": _os_release(), "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "kernel": platform.release(),
+        "os": _os_release(),
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 def _os_release() -> str:
@@ -312,9 +361,13 @@ def versions(bench: Bench) -> dict:
     def deb(pkg: str) -> str:
         return procs.run_text(["dpkg-query", "-W", "-f=${Version}", pkg]) or "?"
 
-    out = {"nginx": deb("nginx"), "libnginx-mod-http-lua": deb("libnginx-mod-http-lua"),
-           "luajit": deb("libluajit2-5.1-2") if deb("libluajit2-5.1-2") != "?" else deb("libluajit-5.1-2"),
-           "lua-cjson": deb("lua-cjson"), "wrk": deb("wrk")}
+    out = {
+        "nginx": deb("nginx"),
+        "libnginx-mod-http-lua": deb("libnginx-mod-http-lua"),
+        "luajit": deb("libluajit2-5.1-2") if deb("libluajit2-5.1-2") != "?" else deb("libluajit-5.1-2"),
+        "lua-cjson": deb("lua-cjson"),
+        "wrk": deb("wrk"),
+    }
     for arm in bench.arms:
         out[f"arm:{arm.name}"] = arm.version
     head = procs.run_text(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
@@ -327,9 +380,18 @@ def versions(bench: Bench) -> dict:
 
 def report_only(args: argparse.Namespace) -> int:
     old = json.loads(args.out.read_text())
-    result = report.build(runs=old["raw"], status=old["arm_status"], checks=old["route_checks"], arms=old["arms"],
-                          config=old["config"], machine=old["machine"], versions=old["versions"],
-                          started=old["started"], wall_s=old["wall_s"], notes=old["notes"])
+    result = report.build(
+        runs=old["raw"],
+        status=old["arm_status"],
+        checks=old["route_checks"],
+        arms=old["arms"],
+        config=old["config"],
+        machine=old["machine"],
+        versions=old["versions"],
+        started=old["started"],
+        wall_s=old["wall_s"],
+        notes=old["notes"],
+    )
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     text = report.tables(result)
     print(text)
@@ -349,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every process started below
     OUT.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     mach = machine()
     try:
         bench.setup()
@@ -368,24 +430,39 @@ def main(argv: list[str] | None = None) -> int:
     mach["loadavg_end"] = os.getloadavg()
     (OUT / "raw-runs.json").write_text(json.dumps(bench.runs))  # kept even if the report below fails
     result = report.build(
-        runs=bench.runs, status=bench.status, checks=bench.checks,
+        runs=bench.runs,
+        status=bench.status,
+        checks=bench.checks,
         arms={a.name: {"label": a.label, "version": a.version} for a in bench.arms},
-        config={"quick": args.quick, "rounds": args.rounds, "seconds": args.seconds,
-                "concurrency": args.concurrency, "streams_per_round": args.streams, "ttfe_streams_per_round": args.ttfe_streams,
-                "workers_per_proxy": args.workers, "nice": args.nice, "proxy_cpus": sorted(bench.proxy_cpus),
-                "load_cpus": sorted(bench.load_cpus), "backend_cpus": sorted(bench.backend_cpus),
-                "stream": {"deltas": STREAM_DELTAS, "interval_ms": STREAM_INTERVAL_MS},
-                "body_bytes": BODY_SIZES, "gateway_values": str(args.gateway_values or "")},
-        machine=mach, versions=versions(bench), started=started,
-        wall_s=round(time.monotonic() - t0, 1), notes=bench.notes)
+        config={
+            "quick": args.quick,
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "concurrency": args.concurrency,
+            "streams_per_round": args.streams,
+            "ttfe_streams_per_round": args.ttfe_streams,
+            "workers_per_proxy": args.workers,
+            "nice": args.nice,
+            "proxy_cpus": sorted(bench.proxy_cpus),
+            "load_cpus": sorted(bench.load_cpus),
+            "backend_cpus": sorted(bench.backend_cpus),
+            "stream": {"deltas": STREAM_DELTAS, "interval_ms": STREAM_INTERVAL_MS},
+            "body_bytes": BODY_SIZES,
+            "gateway_values": str(args.gateway_values or ""),
+        },
+        machine=mach,
+        versions=versions(bench),
+        started=started,
+        wall_s=round(time.monotonic() - t0, 1),
+        notes=bench.notes,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     (OUT / "arm-logs.json").write_text(json.dumps(logs, indent=1))
     text = report.tables(result)
     print(text)
     plot = report.plot(result, OUT / "latency.png")
-    print(f"\nJSON: {args.out}\nplot: {plot or 'skipped (matplotlib missing)'}\n"
-          f"wall time: {result['wall_s']} s")
+    print(f"\nJSON: {args.out}\nplot: {plot or 'skipped (matplotlib missing)'}\nwall time: {result['wall_s']} s")
     if args.update_docs:
         report.update_docs(REPO / "docs" / "performance.md", text, result)
         print("docs/performance.md updated")

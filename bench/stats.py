@@ -1,4 +1,5 @@
 """Medians of round medians, with their spread; ratios taken within a round, then summarized."""
+
 from __future__ import annotations
 
 import math

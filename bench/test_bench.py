@@ -1,19 +1,13 @@
-"""Fast checks of the benchmark's own logic (no nginx, no load): run with
-`/tmp/pv/bin/python -m pytest -c tests/pytest.ini bench/test_bench.py -q` from the repo root."""
+"""Fast checks of the benchmark's own logic (no nginx, no load); part of `nox -s unit`."""
+
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from bench import report, stats  # noqa: E402
-from bench.run import chat_body, parse_args  # noqa: E402
+from bench import report, stats
+from bench.run import chat_body, parse_args
 
 
 @pytest.mark.parametrize("size", [1024, 100 * 1024, 1024 * 1024])
@@ -41,13 +35,31 @@ def test_quick_defaults_are_small_and_always_measure_concurrency_one():
 
 
 def _wrk(rps, p50, p99, cpu=0.02):
-    return {"rps": rps, "requests": int(rps), "errors": 0, "p50_ms": p50, "p90_ms": p99, "p99_ms": p99,
-            "max_ms": p99, "cpu_ms_per_req": cpu, "backend_cpu_util": 0.3, "rss_mib": 12.0}
+    return {
+        "rps": rps,
+        "requests": int(rps),
+        "errors": 0,
+        "p50_ms": p50,
+        "p90_ms": p99,
+        "p99_ms": p99,
+        "max_ms": p99,
+        "cpu_ms_per_req": cpu,
+        "backend_cpu_util": 0.3,
+        "rss_mib": 12.0,
+    }
 
 
 def _stream(first, gap, frames=67, sent=67, kind=None, content="a b c"):
-    s = {"first_event_ms": first, "gap_median_ms": gap, "gap_min_ms": gap, "bursts": 0, "frames": frames,
-         "complete": True, "content": content, "sent": sent}
+    s = {
+        "first_event_ms": first,
+        "gap_median_ms": gap,
+        "gap_min_ms": gap,
+        "bursts": 0,
+        "frames": frames,
+        "complete": True,
+        "content": content,
+        "sent": sent,
+    }
     if kind:
         s["kind"] = kind
     return s
@@ -57,30 +69,64 @@ def _result(gateway_rps=(900.0, 950.0), gateway_frames=67):
     arms = ["direct", "nginx", "gateway", "litellm"]
     rps = {"direct": (5000.0, 5200.0), "nginx": (1000.0, 1000.0), "gateway": gateway_rps, "litellm": (20.0, 25.0)}
     p50 = {"direct": 0.1, "nginx": 0.3, "gateway": 0.35, "litellm": 5.0}
-    conc = {c: {a: [_wrk(rps[a][i] * (1 if c == "1" else 2), p50[a], p50[a] * 2) for i in range(2)] for a in arms}
-            for c in ("1", "32")}
-    body = {b: {a: [_wrk(100, p50[a] * k, p50[a] * k) for _ in range(2)] for a in arms}
-            for b, k in (("100KB", 2), ("1MB", 10))}
+    conc = {
+        c: {a: [_wrk(rps[a][i] * (1 if c == "1" else 2), p50[a], p50[a] * 2) for i in range(2)] for a in arms}
+        for c in ("1", "32")
+    }
+    body = {
+        b: {a: [_wrk(100, p50[a] * k, p50[a] * k) for _ in range(2)] for a in arms}
+        for b, k in (("100KB", 2), ("1MB", 10))
+    }
     body["1KB"] = conc["1"]
     first = {"direct": 1.0, "nginx": 1.2, "gateway": 1.3, "litellm": 9.0}
-    stream = {a: [[_stream(first[a], 20.0, frames=gateway_frames if a == "gateway" else 67),
-                   _stream(first[a], float("nan"), frames=5, sent=5, kind="ttfe", content="a")]
-                  for _ in range(2)] for a in arms}
+    stream = {
+        a: [
+            [
+                _stream(first[a], 20.0, frames=gateway_frames if a == "gateway" else 67),
+                _stream(first[a], float("nan"), frames=5, sent=5, kind="ttfe", content="a"),
+            ]
+            for _ in range(2)
+        ]
+        for a in arms
+    }
     runs = {"concurrency": conc, "body": body, "stream": stream}
     checks = {a: {"1KB": "ok", "100KB": "ok", "1MB": "ok"} for a in arms}
-    return report.build(runs=runs, status={a: "ok" for a in arms}, checks=checks,
-                        arms={a: {"label": a, "version": "x"} for a in arms},
-                        config={"quick": False, "rounds": 2, "seconds": 1, "concurrency": [1, 32],
-                                "streams_per_round": 1, "workers_per_proxy": 1, "proxy_cpus": [1],
-                                "load_cpus": [0], "backend_cpus": [0], "stream": {"deltas": 64, "interval_ms": 20}},
-                        machine={"cpu": "test", "cores": 2, "loadavg_start": (1, 1, 1), "loadavg_end": (1, 1, 1)},
-                        versions={}, started="now", wall_s=1.0, notes=[])
+    return report.build(
+        runs=runs,
+        status={a: "ok" for a in arms},
+        checks=checks,
+        arms={a: {"label": a, "version": "x"} for a in arms},
+        config={
+            "quick": False,
+            "rounds": 2,
+            "seconds": 1,
+            "concurrency": [1, 32],
+            "streams_per_round": 1,
+            "workers_per_proxy": 1,
+            "proxy_cpus": [1],
+            "load_cpus": [0],
+            "backend_cpus": [0],
+            "stream": {"deltas": 64, "interval_ms": 20},
+        },
+        machine={"cpu": "test", "cores": 2, "loadavg_start": (1, 1, 1), "loadavg_end": (1, 1, 1)},
+        versions={},
+        started="now",
+        wall_s=1.0,
+        notes=[],
+    )
 
 
 def test_headline_keys_ratios_and_targets():
     res = _result()
-    for key in ("throughput_ratio_vs_nginx", "throughput_ratio_vs_litellm", "added_p50_ms", "added_p99_ms",
-                "stream_first_event_added_ms", "stream_frames_ok", "body_1mb_added_p50_ms"):
+    for key in (
+        "throughput_ratio_vs_nginx",
+        "throughput_ratio_vs_litellm",
+        "added_p50_ms",
+        "added_p99_ms",
+        "stream_first_event_added_ms",
+        "stream_frames_ok",
+        "body_1mb_added_p50_ms",
+    ):
         assert key in res and res[key] is not None, key
     assert res["throughput_ratio_vs_nginx"] == pytest.approx(0.925)  # peak per round: 1800/2000, 1900/2000
     assert res["throughput_ratio_vs_litellm"] == pytest.approx((1800 / 40 + 1900 / 50) / 2)
@@ -111,20 +157,3 @@ def test_docs_section_is_replaced_between_the_markers(tmp_path):
     assert "NEW TABLE" in text and "old table" not in text
     assert text.startswith("# Title") and text.rstrip().endswith("## After")
     assert text.count(report.BEGIN) == 1
-
-
-def test_ablation_edits_apply_to_the_rendered_gateway_config():
-    """bench.profile edits copies of the chart's nginx.conf; a chart change that breaks an edit must fail here."""
-    from bench.profile import VARIANTS, timed_conf, variant_conf
-    from gateway import runner
-
-    manifests = runner.render({"paths": {"configDir": "/x/config", "tempDir": "/x/tmp", "secretsDir": "/x/s"}})
-    cm = next(m for m in manifests if m["kind"] == "ConfigMap" and "nginx.conf" in (m.get("data") or {}))
-    conf = cm["data"]["nginx.conf"]
-    for name in VARIANTS:
-        out = variant_conf(conf, name, "gateway-model-alpha")
-        assert (out == conf) == (name == "as-rendered"), name
-    lean = variant_conf(conf, "lean", "gateway-model-alpha")
-    assert "log_by_lua" not in lean and "router.access" not in lean and "body_filter_by_lua" not in lean
-    timed = timed_conf(conf)
-    assert "X-Bench-Access-Us" in timed and "bench-log-us=" in timed and "bench-body-filter-us=" in timed

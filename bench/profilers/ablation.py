@@ -1,6 +1,6 @@
 """Where the gateway's time goes: the chart-rendered nginx.conf with one part taken out at a time.
 
-    python -m bench.profile [--rounds 5] [--seconds 3]
+    python -m bench.profilers.ablation [--rounds 5] [--seconds 3]
 
 Starts the gateway as the benchmark does (tests/gateway/runner.py), then runs copies of its
 rendered nginx.conf, each with one change, side by side in rounds (plain nginx included):
@@ -20,6 +20,7 @@ Metrics per variant: CPU microseconds per request at high concurrency (the least
 number on a shared machine), requests/s, p50 at concurrency 1 (1 KB and 1 MB bodies).
 Output: a table on stdout and build/bench/profile.json. Nothing in the chart is edited.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,13 +33,23 @@ import sys
 import time
 from pathlib import Path
 
-from . import arms as A
-from . import load, procs
-from .run import OUT, Bench, cpus, ensure_system_packages
-from .stats import diff, fmt, ratio, summary
+from .. import arms as A
+from .. import procs
+from ..run import OUT, Bench, ensure_system_packages
+from ..stats import diff, fmt, ratio, summary
 
-VARIANTS = ["as-rendered", "no-log-lua", "no-body-filter", "buffered-log", "no-access-log", "static-route",
-            "keepalive-256", "body-buffer-2m", "lean", "lean-literal"]
+VARIANTS = [
+    "as-rendered",
+    "no-log-lua",
+    "no-body-filter",
+    "buffered-log",
+    "no-access-log",
+    "static-route",
+    "keepalive-256",
+    "body-buffer-2m",
+    "lean",
+    "lean-literal",
+]
 
 
 def _sub(pattern: str, repl: str, text: str, what: str, flags=re.S) -> str:
@@ -50,9 +61,15 @@ def _sub(pattern: str, repl: str, text: str, what: str, flags=re.S) -> str:
 
 def variant_conf(conf: str, variant: str, upstream: str) -> str:
     steps = {
-        "no-log-lua": ["log"], "no-body-filter": ["body"], "buffered-log": ["buffer"],
-        "no-access-log": ["nolog"], "static-route": ["static"], "keepalive-256": ["keepalive"], "body-buffer-2m": ["buffer2m"],
-        "lean": ["log", "body", "nolog", "static"], "lean-literal": ["log", "body", "nolog", "static", "literal"],
+        "no-log-lua": ["log"],
+        "no-body-filter": ["body"],
+        "buffered-log": ["buffer"],
+        "no-access-log": ["nolog"],
+        "static-route": ["static"],
+        "keepalive-256": ["keepalive"],
+        "body-buffer-2m": ["buffer2m"],
+        "lean": ["log", "body", "nolog", "static"],
+        "lean-literal": ["log", "body", "nolog", "static", "literal"],
     }.get(variant, [])
     for step in steps:
         if step == "log":
@@ -68,12 +85,20 @@ def variant_conf(conf: str, variant: str, upstream: str) -> str:
         elif step == "buffer2m":
             conf = _sub(r"(\n[ \t]*client_body_buffer_size) \S+;", r"\1 2m;", conf, "client_body_buffer_size")
         elif step == "literal":
-            conf = _sub(r"proxy_pass http://\$gateway_upstream\$uri\$is_args\$args;", f"proxy_pass http://{upstream};",
-                        conf, "literal proxy_pass")
+            conf = _sub(
+                r"proxy_pass http://\$gateway_upstream\$uri\$is_args\$args;",
+                f"proxy_pass http://{upstream};",
+                conf,
+                "literal proxy_pass",
+            )
         elif step == "static":
-            conf = _sub(r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}",
-                        f'set $gateway_model "{A.ROUTED}";\n            set $gateway_upstream "{upstream}";\n'
-                        f'            set $gateway_upstream_host "127.0.0.1";', conf, "static route")
+            conf = _sub(
+                r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}",
+                f'set $gateway_model "{A.ROUTED}";\n            set $gateway_upstream "{upstream}";\n'
+                f'            set $gateway_upstream_host "127.0.0.1";',
+                conf,
+                "static route",
+            )
     return conf
 
 
@@ -115,11 +140,16 @@ TIMED_BODY = """body_filter_by_lua_block {
 
 def timed_conf(conf: str) -> str:
     conf = _sub(r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}", TIMED_ACCESS, conf, "timed access")
-    conf = _sub(r"body_filter_by_lua_block \{[^{}]*metrics\.first_byte\(\)[^{}]*\}", TIMED_BODY, conf,
-                "timed body filter")
+    conf = _sub(
+        r"body_filter_by_lua_block \{[^{}]*metrics\.first_byte\(\)[^{}]*\}", TIMED_BODY, conf, "timed body filter"
+    )
     # only the routed location's log phase (the first log_by_lua_block after proxy_pass)
-    return _sub(r"(proxy_pass http://\$gateway_upstream.*?)log_by_lua_block \{[^{}]*\}", lambda m: m.group(1) + TIMED_LOG,
-                conf, "timed log")
+    return _sub(
+        r"(proxy_pass http://\$gateway_upstream.*?)log_by_lua_block \{[^{}]*\}",
+        lambda m: m.group(1) + TIMED_LOG,
+        conf,
+        "timed log",
+    )
 
 
 def phases(gw, bodies: dict[str, Path], cpu: set[int]) -> dict:
@@ -134,8 +164,15 @@ def phases(gw, bodies: dict[str, Path], cpu: set[int]) -> dict:
             vals: dict[str, list[float]] = {"access_us": [], "log_us": [], "body_filter_us": []}
             for _ in range(5):
                 before = v.err.stat().st_size
-                r = rawhttp.request("127.0.0.1", v.port, "POST", v.path, path.read_bytes(),
-                                    headers={"X-Bench-Loops": str(loops)}, timeout=60)
+                r = rawhttp.request(
+                    "127.0.0.1",
+                    v.port,
+                    "POST",
+                    v.path,
+                    path.read_bytes(),
+                    headers={"X-Bench-Loops": str(loops)},
+                    timeout=60,
+                )
                 if r.status != 200:
                     raise RuntimeError(f"timed request answered {r.status}: {r.body[:300]!r}")
                 time.sleep(0.1)
@@ -178,8 +215,13 @@ class Variant:
                 os.chown(p, A.UNPRIVILEGED, A.UNPRIVILEGED)
             kwargs = {"user": A.UNPRIVILEGED, "group": A.UNPRIVILEGED, "extra_groups": []}
         with self.log.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen([A._nginx(), "-p", str(self.tmp), "-c", str(self.conf), "-g", "daemon off;"],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err, **kwargs)
+            self.proc = subprocess.Popen(
+                [A._nginx(), "-p", str(self.tmp), "-c", str(self.conf), "-g", "daemon off;"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                **kwargs,
+            )
         if procs.wait_http(f"http://127.0.0.1:{self.port}/readyz", 15, self.proc) != 200:
             raise RuntimeError(f"variant {name} did not start: {self.err.read_text()[-1500:]}")
         self.fast_port = self.port
@@ -202,17 +244,22 @@ class Variant:
 
 
 def print_phases(costs: dict) -> None:
-    from .report import _table
+    from ..report import _table
 
-    rows = [[name, fmt(c["access_us"], 1), fmt(c["log_us"], 1), fmt(c["body_filter_us"], 2)]
-            for name, c in costs.items()]
+    rows = [
+        [name, fmt(c["access_us"], 1), fmt(c["log_us"], 1), fmt(c["body_filter_us"], 2)] for name, c in costs.items()
+    ]
     print("\nGateway Lua per request, CPU microseconds (median (min..max) of 5 timed requests)")
-    print(_table(["body", "access_by_lua (router.access)", "log_by_lua (metrics.log)",
-                  "body_filter_by_lua per chunk"], rows), flush=True)
+    print(
+        _table(
+            ["body", "access_by_lua (router.access)", "log_by_lua (metrics.log)", "body_filter_by_lua per chunk"], rows
+        ),
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench.profile", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="bench.profilers.ablation", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3)
     p.add_argument("--concurrency", type=int, default=32)
@@ -223,8 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     ensure_system_packages()
     if a.nice:
         os.setpriority(os.PRIO_PROCESS, 0, a.nice)
-    bench_args = argparse.Namespace(load_cpus="0", proxy_cpus="1", backend_cpus="0", arms=["gateway", "nginx"],
-                                    quick=True, no_install=True, workers=1, gateway_values=None)
+    bench_args = argparse.Namespace(
+        load_cpus="0",
+        proxy_cpus="1",
+        backend_cpus="0",
+        arms=["gateway", "nginx"],
+        quick=True,
+        no_install=True,
+        workers=1,
+        gateway_values=None,
+    )
     bench = Bench(bench_args)
     variants: list = []
     results: dict = {}
@@ -268,24 +323,41 @@ def main(argv: list[str] | None = None) -> int:
     for name in results:
         cpu_us = [None if v is None else 1000 * v for v in vals(name, "hi", "cpu_ms_per_req")]
         out[name] = {
-            "cpu_us_per_req": summary(cpu_us), "rps": summary(vals(name, "hi", "rps")),
-            "p50_ms_c1": summary(vals(name, "c1", "p50_ms")), "p50_ms_1mb": summary(vals(name, "mb", "p50_ms")),
+            "cpu_us_per_req": summary(cpu_us),
+            "rps": summary(vals(name, "hi", "rps")),
+            "p50_ms_c1": summary(vals(name, "c1", "p50_ms")),
+            "p50_ms_1mb": summary(vals(name, "mb", "p50_ms")),
             "rps_ratio_vs_plain": ratio(vals(name, "hi", "rps"), vals("plain-nginx", "hi", "rps")),
         }
         if base:
             base_cpu = [None if v is None else 1000 * v for v in vals(base, "hi", "cpu_ms_per_req")]
             out[name]["cpu_us_saved_vs_rendered"] = diff(base_cpu, cpu_us)
-        rows.append([name, fmt(out[name]["cpu_us_per_req"], 1), fmt(out[name].get("cpu_us_saved_vs_rendered"), 1),
-                     fmt(out[name]["rps"], 0), fmt(out[name]["rps_ratio_vs_plain"]),
-                     fmt(out[name]["p50_ms_c1"], 3), fmt(out[name]["p50_ms_1mb"], 2)])
-    from .report import _table
+        rows.append(
+            [
+                name,
+                fmt(out[name]["cpu_us_per_req"], 1),
+                fmt(out[name].get("cpu_us_saved_vs_rendered"), 1),
+                fmt(out[name]["rps"], 0),
+                fmt(out[name]["rps_ratio_vs_plain"]),
+                fmt(out[name]["p50_ms_c1"], 3),
+                fmt(out[name]["p50_ms_1mb"], 2),
+            ]
+        )
+    from ..report import _table
 
-    print(f"\nGateway ablation: {a.rounds} rounds x {a.seconds} s, c={a.concurrency} for CPU and rps; "
-          "median (min..max over rounds)")
-    print(_table(["variant", "CPU us/req", "saved vs rendered", "req/s", "rps / plain", "p50 c=1 1KB ms",
-                  "p50 c=1 1MB ms"], rows))
-    (OUT / "profile.json").write_text(json.dumps({"config": vars(a), "phases_us": phase_costs, "summary": out,
-                                                  "raw": results}, indent=1, default=str))
+    print(
+        f"\nGateway ablation: {a.rounds} rounds x {a.seconds} s, c={a.concurrency} for CPU and rps; "
+        "median (min..max over rounds)"
+    )
+    print(
+        _table(
+            ["variant", "CPU us/req", "saved vs rendered", "req/s", "rps / plain", "p50 c=1 1KB ms", "p50 c=1 1MB ms"],
+            rows,
+        )
+    )
+    (OUT / "profile.json").write_text(
+        json.dumps({"config": vars(a), "phases_us": phase_costs, "summary": out, "raw": results}, indent=1, default=str)
+    )
     print(f"\nJSON: {OUT / 'profile.json'}")
     return 0
 

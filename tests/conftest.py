@@ -1,4 +1,5 @@
 """Shared pytest setup: the harness package is importable as `harness`."""
+
 import sys
 from pathlib import Path
 

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Install the project's pinned tools into a project-local cache.
 
-Go programs (helm 3, helm 4, chart-testing, helm-docs) are built with
-`go install` from the Go module proxy at the versions in tools/versions.json,
-into $LLM_CHARTS_TOOLS_DIR (default: <repo>/.tools). Nothing goes into the
+Go programs (helm 3, helm 4, chart-testing, helm-docs) are built from the Go
+module proxy at the versions in tools/versions.json, into $LLM_CHARTS_TOOLS_DIR
+(default: <repo>/.tools). The third-party CRDs the tests validate against are
+copied from their upstream Go modules (same proxy, versions and a sha256 per
+file in tools/versions.json) into <tools dir>/crds. Nothing goes into the
 system except Debian packages, which are installed only when asked for, only
 as root on Debian, and otherwise named in the error.
 
     python3 tools/bootstrap.py            # build what is missing, print paths
     python3 tools/bootstrap.py --check    # only report
 """
+
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -58,6 +62,12 @@ def _spec(name: str) -> str:
     return f"{t['module']}@{t['version']} {t['package']}"
 
 
+def _crd_spec() -> str:
+    if os.environ.get("LLM_CHARTS_CRDS_DIR"):
+        return "(LLM_CHARTS_CRDS_DIR)"
+    return " ".join(f"{p['module']}@{p['version']}" for p in VERSIONS["crds"].values())
+
+
 def _stamp(name: str) -> str:
     """What a built binary was built from; bump BUILD_RECIPE when the build flags change."""
     return f"{_spec(name)} recipe={BUILD_RECIPE}"
@@ -65,8 +75,7 @@ def _stamp(name: str) -> str:
 
 def _module_dir(module: str, version: str) -> Path:
     """Download one exact module version from the proxy; return its (read-only) source dir."""
-    proc = subprocess.run([_go(), "mod", "download", "-json", f"{module}@{version}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([_go(), "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True)
     info = json.loads(proc.stdout or "{}")
     if proc.returncode != 0 or "Dir" not in info:
         raise ToolError(
@@ -101,8 +110,13 @@ def go_tool(name: str, *, build: bool = True) -> Path:
     bin_dir().mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
     ldflags = _ldflags(name, t["version"], src)
-    proc = subprocess.run([_go(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(target), t["package"]],
-                          cwd=src, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [_go(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(target), t["package"]],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise ToolError(f"building {name} failed:\n{proc.stderr[-3000:]}")
     shutil.rmtree(src)
@@ -144,6 +158,72 @@ def ct_config_dir() -> Path:
     return dest
 
 
+def crds_dir(*, fetch: bool = True) -> Path:
+    """The folder of third-party CRD files: $LLM_CHARTS_CRDS_DIR when set, else the pinned ones."""
+    override = os.environ.get("LLM_CHARTS_CRDS_DIR")
+    if override:
+        path = Path(override).resolve()
+        if not path.is_dir():
+            raise ToolError(
+                f"LLM_CHARTS_CRDS_DIR={override}: no such folder. Point it at a folder of "
+                "CustomResourceDefinition YAML files, or unset it to use the pinned CRDs "
+                "(tools/versions.json)."
+            )
+        return path
+    return pinned_crds(fetch=fetch)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pinned_crds(*, fetch: bool = True) -> Path:
+    """The CRDs of tools/versions.json in <tools dir>/crds/<source>/, fetched and verified on first use.
+
+    Cached files are checked against their sha256 on every call (a few MB: milliseconds), so a
+    changed pin or an edited copy is fetched again; a module whose file does not match its pin
+    is an error, never a warning.
+    """
+    dest = tools_dir() / "crds"
+    pins = VERSIONS["crds"]
+    for name, pin in pins.items():
+        folder = dest / name
+        wanted = {folder / Path(rel).name: sha for rel, sha in pin["files"].items()}
+        if all(f.is_file() and _sha256(f) == sha for f, sha in wanted.items()):
+            continue
+        if not fetch:
+            raise ToolError(
+                f"CRDs {name} ({pin['module']}@{pin['version']}) are not fetched yet: run `python3 tools/bootstrap.py`."
+            )
+        _log(f"fetching {name} CRDs from {pin['module']}@{pin['version']}")
+        src = _module_dir(pin["module"], pin["version"])
+        for rel, sha in pin["files"].items():  # every file of the source first, so none is copied on a mismatch
+            file = src / rel
+            if not file.is_file():
+                raise ToolError(
+                    f'{pin["module"]}@{pin["version"]} has no {rel}: fix its entry under "crds" in tools/versions.json.'
+                )
+            actual = _sha256(file)
+            if actual != sha:
+                raise ToolError(
+                    f"{rel} of {pin['module']}@{pin['version']} has sha256 {actual}, but tools/versions.json "
+                    f"pins {sha}. Nothing was copied. If the new file is the one you want (a new version), "
+                    "check it and put its sha256 into tools/versions.json."
+                )
+        folder.mkdir(parents=True, exist_ok=True)
+        for rel in pin["files"]:
+            file = src / rel
+            tmp = folder / f".{file.name}.{os.getpid()}.tmp"
+            shutil.copyfile(file, tmp)
+            tmp.chmod(0o644)
+            tmp.replace(folder / file.name)  # atomic: a concurrent reader sees the old or the new file
+        for extra in set(folder.glob("*.yaml")) - set(wanted):
+            extra.unlink()
+    for stale in (p for p in dest.iterdir() if p.is_dir() and p.name not in pins):
+        shutil.rmtree(stale)  # a source dropped from versions.json must not stay in the schemas
+    return dest
+
+
 def debian_packages(packages: list[str], *, purpose: str) -> None:
     """Make sure Debian packages are installed; install them as root on Debian."""
     missing = [p for p in packages if not _dpkg_installed(p)]
@@ -151,15 +231,20 @@ def debian_packages(packages: list[str], *, purpose: str) -> None:
         return
     hint = f"apt-get install -y {' '.join(missing)}"
     if not Path("/etc/debian_version").exists():
-        raise ToolError(f"{purpose} needs: {', '.join(missing)} (Debian package names). "
-                        "Install the equivalents for your system.")
+        raise ToolError(
+            f"{purpose} needs: {', '.join(missing)} (Debian package names). Install the equivalents for your system."
+        )
     if os.geteuid() != 0:
         raise ToolError(f"{purpose} needs Debian packages that are missing; run as root: {hint}")
     _log(f"installing Debian packages for {purpose}: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
-    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise ToolError(f"`{hint}` failed:\n{proc.stderr[-2000:]}")
 
@@ -172,6 +257,7 @@ def _dpkg_installed(pkg: str) -> bool:
 def ensure_all() -> dict[str, Path]:
     paths = {name: go_tool(name) for name in VERSIONS["go"]}
     ct_config_dir()
+    paths["crds"] = crds_dir()
     return paths
 
 
@@ -181,9 +267,10 @@ def main(argv: list[str]) -> int:
         if check:
             for name in VERSIONS["go"]:
                 print(f"{name:12} {go_tool(name, build=False)}")
+            print(f"{'crds':12} {crds_dir(fetch=False)}")
         else:
             for name, path in ensure_all().items():
-                print(f"{name:12} {path}  {_spec(name)}")
+                print(f"{name:12} {path}  {_spec(name) if name in VERSIONS['go'] else _crd_spec()}")
     except ToolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,21 +3,30 @@
 
 The one source is schema/definitions/*.json. This writes:
   - values.schema.json at the repository root (the schema of models.yaml), and
-  - the `definitions` of every chart's values.schema.json (each chart keeps its
-    own properties and refers to the shared ones with "$ref": "#/definitions/...").
+  - the `definitions` of every chart's values.schema.json whose chart takes the
+    catalog keys (`models`, `global`): each chart keeps its own properties, and
+    those two always refer to the shared definitions ("$ref": "#/definitions/...").
+The charts are the ones of tests/harness/paths.py (charts/* and the top-level
+argocd/, istio/, gateway-api/).
 
     python3 tools/sync_schemas.py          # rewrite
     python3 tools/sync_schemas.py --check  # exit 1 and name the stale files
 """
+
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from harness import paths  # noqa: E402  (the one list of charts)
+
 DRAFT = "http://json-schema.org/draft-07/schema#"
 LIBRARY_KEY = {"description": "Set by Helm for the model-catalog library chart; holds nothing.", "type": "object"}
+CATALOG_KEYS = ("models", "global")
 
 
 def shared_definitions() -> dict:
@@ -45,15 +54,27 @@ def root_schema(defs: dict) -> dict:
 
 
 def chart_schemas() -> list[Path]:
-    return sorted(p for p in (REPO / "charts").glob("*/values.schema.json"))
+    """The schemas of the charts that take the catalog keys."""
+    return [chart / "values.schema.json" for chart in paths.catalog_charts()]
 
 
-def with_shared(schema: dict, defs: dict) -> dict:
+def _uses_library(chart: Path) -> bool:
+    """Whether Chart.yaml lists model-catalog as a dependency (read as text: no PyYAML needed)."""
+    return bool(re.search(r"^\s*-\s*name:\s*model-catalog\s*$", (chart / "Chart.yaml").read_text(), re.M))
+
+
+def with_shared(schema: dict, defs: dict, chart: Path) -> dict:
     out = dict(schema)
     own = {k: v for k, v in schema.get("definitions", {}).items() if k not in defs}
     out["definitions"] = dict(sorted({**own, **defs}.items()))
-    # Helm adds a (empty) values key for every dependency, the library chart included.
-    out["properties"] = {**schema.get("properties", {}), "model-catalog": LIBRARY_KEY}
+    props = dict(schema.get("properties", {}))
+    for key in CATALOG_KEYS:
+        if key in props:
+            props[key] = {"$ref": f"#/definitions/{key}"}  # one vocabulary: never a chart's own copy
+    if _uses_library(chart):
+        # Helm adds a (empty) values key for every dependency, the library chart included.
+        props["model-catalog"] = LIBRARY_KEY
+    out["properties"] = props
     return out
 
 
@@ -65,7 +86,7 @@ def planned() -> dict[Path, str]:
     defs = shared_definitions()
     files = {REPO / "values.schema.json": dump(root_schema(defs))}
     for path in chart_schemas():
-        files[path] = dump(with_shared(json.loads(path.read_text()), defs))
+        files[path] = dump(with_shared(json.loads(path.read_text()), defs, path.parent))
     return files
 
 

@@ -12,6 +12,7 @@ What Argo CD does with a Helm source, and what `render_application` mirrors:
     default `destination.namespace`; `kubeVersion`/`apiVersions` when set;
   - a `directory` source (or a path without Chart.yaml) is plain YAML files.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,8 +57,9 @@ def value_files(app: dict, source: dict, values_root: Path | None = None) -> lis
         if entry.startswith("$"):
             ref, _, rest = entry[1:].partition("/")
             if ref not in refs(app):
-                raise ApplicationError(f"{name}: valueFiles entry {entry!r} names ref {ref!r}, "
-                                       f"but no source has `ref: {ref}`")
+                raise ApplicationError(
+                    f"{name}: valueFiles entry {entry!r} names ref {ref!r}, but no source has `ref: {ref}`"
+                )
             root = values_root or REPO
             path = root / rest if values_root else _in_repo(root / rest, f"{name}: {entry}")
         else:
@@ -100,8 +102,9 @@ def helm_arguments(app: dict, source: dict, values_root: Path | None = None) -> 
     }
 
 
-def render_application(app: dict, *, values_root: Path | None = None, helm: str = "helm3",
-                       kube_version: str | None = None, api_versions=()) -> list[dict]:
+def render_application(
+    app: dict, *, values_root: Path | None = None, helm: str = "helm3", kube_version: str | None = None, api_versions=()
+) -> list[dict]:
     """Every manifest the Application deploys (all of its sources that have a path)."""
     if helm not in HELM_VERSIONS:
         raise ValueError(helm)

@@ -1,4 +1,5 @@
 """The one way tests render a chart: `render_chart(...)`, through the real helm CLI."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import fcntl
 import functools
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 
@@ -39,7 +40,7 @@ def run_helm(args: list[str], *, helm: str = "helm3", check: bool = True) -> sub
     return proc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_dependencies(chart_dir: str) -> None:
     """`helm dependency build` once per chart and test process (file:// library chart).
 
@@ -90,11 +91,20 @@ def render_chart(
     precedence as `helm install -f a.yaml -f b.yaml`. Raises HelmError with
     helm's stderr when rendering fails.
     """
-    return parse_manifests(render_text(
-        chart, values, values_files=values_files, release=release, namespace=namespace,
-        kube_version=kube_version, api_versions=api_versions, helm=helm, show_only=show_only,
-        extra_args=extra_args,
-    ))
+    return parse_manifests(
+        render_text(
+            chart,
+            values,
+            values_files=values_files,
+            release=release,
+            namespace=namespace,
+            kube_version=kube_version,
+            api_versions=api_versions,
+            helm=helm,
+            show_only=show_only,
+            extra_args=extra_args,
+        )
+    )
 
 
 def render_text(
@@ -138,8 +148,7 @@ def parse_manifests(text: str) -> list[dict]:
 
 def find(manifests: list[dict], kind: str, name: str | None = None) -> list[dict]:
     """Manifests of one kind (and name, when given)."""
-    return [m for m in manifests
-            if m.get("kind") == kind and (name is None or m["metadata"]["name"] == name)]
+    return [m for m in manifests if m.get("kind") == kind and (name is None or m["metadata"]["name"] == name)]
 
 
 def get(manifests: list[dict], kind: str, name: str) -> dict:

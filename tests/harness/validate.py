@@ -2,9 +2,10 @@
 
 Built-in kinds: kubernetes-validate's strict schemas (unknown fields rejected).
 Custom resources: the official CRD's openAPIV3Schema, read from the CRD folder
-(paths.crds_dir()), made strict the way the API server's strict field
+(paths.crds_dir(): the CRDs pinned in tools/versions.json), made strict the way the API server's strict field
 validation is (unknown fields rejected unless the schema preserves them).
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from . import paths
+from . import paths, tools
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 OLDEST_KUBE = "1.25"
@@ -42,14 +43,17 @@ def _ident(m: dict) -> str:
     return f"{m.get('kind')}/{(m.get('metadata') or {}).get('name')}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_schemas(crds_dir: str | None = None) -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> strict JSON schema, from every CRD file in the folder."""
-    root = Path(crds_dir) if crds_dir else paths.crds_dir()
+    try:
+        root = Path(crds_dir) if crds_dir else paths.crds_dir()
+    except tools.ToolError as exc:
+        raise ManifestError(str(exc)) from None
     if not root.is_dir():
         raise ManifestError(
             f"CRD folder {root} not found. Set LLM_CHARTS_CRDS_DIR to a folder of "
-            "CustomResourceDefinition YAML files (the project's tests use ../shared/crds)."
+            "CustomResourceDefinition YAML files, or leave it unset for the pinned CRDs."
         )
     out: dict[tuple[str, str], dict] = {}
     for path in sorted(root.rglob("*.yaml")):
@@ -72,9 +76,12 @@ def _strict(schema: dict, top: bool = False) -> dict:
 
     def walk(node):
         if isinstance(node, dict):
-            if (node.get("type") == "object" and "properties" in node
-                    and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+            if (
+                node.get("type") == "object"
+                and "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
                 node["additionalProperties"] = False
             for key, value in node.items():
                 if key in ("properties", "patternProperties", "definitions"):
@@ -134,5 +141,4 @@ def check_names(manifests: list[dict]) -> list[str]:
 
 
 def check_unrendered(text: str) -> list[str]:
-    return [f"line {i}: {line.strip()}" for i, line in enumerate(text.splitlines(), 1)
-            if "{{" in line or "}}" in line]
+    return [f"line {i}: {line.strip()}" for i, line in enumerate(text.splitlines(), 1) if "{{" in line or "}}" in line]

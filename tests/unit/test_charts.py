@@ -1,14 +1,17 @@
-"""Rules that hold for every chart and every ci/*-values.yaml (the foundation's checks)."""
+"""Rules that hold for every chart and every ci/*-values.yaml: charts/* and the top-level argocd/,
+istio/ and gateway-api/ alike (the one list is harness.paths.charts())."""
+
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
 import yaml
 
 from harness import paths
-from harness.render import HELM_VERSIONS, HelmError, render_chart, render_text, run_helm, parse_manifests
+from harness.render import HELM_VERSIONS, HelmError, parse_manifests, render_chart, render_text, run_helm
 from harness.validate import KUBE_VERSIONS, check_names, check_unrendered, validate_manifest
 
 CI_FILES = paths.ci_values_files()
@@ -38,13 +41,21 @@ def test_every_chart_has_ci_values():
         assert list((chart / "ci").glob("*-values.yaml")), f"{chart.name}: no ci/*-values.yaml"
 
 
-def test_values_file_matches_chart_schema(ci_file):
-    schema = json.loads((_chart(ci_file) / "values.schema.json").read_text())
+def _schema_errors(chart, values: dict) -> list[str]:
+    schema = json.loads((chart / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
-    values = yaml.safe_load(ci_file.read_text()) or {}
-    errors = [f"{'.'.join(map(str, e.path))}: {e.message}"
-              for e in jsonschema.Draft7Validator(schema).iter_errors(values)]
-    assert not errors, errors
+    return [
+        f"{'.'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(values)
+    ]
+
+
+def test_values_file_matches_chart_schema(ci_file):
+    assert not _schema_errors(_chart(ci_file), yaml.safe_load(ci_file.read_text()) or {})
+
+
+@pytest.mark.parametrize("chart", CHARTS, ids=lambda c: c.name)
+def test_chart_defaults_match_the_chart_schema(chart):
+    assert not _schema_errors(chart, yaml.safe_load((chart / "values.yaml").read_text()) or {})
 
 
 def test_helm3_and_helm4_render_the_same_objects(ci_file):
@@ -79,10 +90,31 @@ def test_helm_lint_strict(ci_file, helm):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_every_chart_renders_the_shared_model_list():
-    shared = paths.REPO / "models.yaml"
-    for chart in CHARTS:
-        render_chart(chart, values_files=[shared])
+# What a chart cannot default and must be given beside models.yaml (each one a template `fail`).
+REQUIRED_VALUES = {"gateway-api": {"gateway": {"className": "example"}}}
+
+
+@pytest.mark.parametrize("chart", paths.catalog_charts(), ids=lambda c: c.name)
+def test_every_chart_renders_the_shared_model_list(chart):
+    # Argo CD hands $values/models.yaml to every Application it deploys, so each of those charts takes it.
+    manifests = render_chart(chart, REQUIRED_VALUES.get(chart.name), values_files=[paths.REPO / "models.yaml"])
+    assert manifests, f"{chart.name} renders nothing with models.yaml"
+    for m in manifests:
+        validate_manifest(m, KUBE_VERSIONS[-1])
+
+
+@pytest.mark.parametrize("chart", paths.charts(), ids=lambda c: c.name)
+def test_changelog_has_an_entry_for_the_chart_version(chart):
+    # CONTRIBUTING.md: every change raises the version and adds an entry; ct checks the raise.
+    version = yaml.safe_load((chart / "Chart.yaml").read_text())["version"]
+    changelog = chart / "CHANGELOG.md"
+    assert changelog.is_file(), f"{chart.name}: no CHANGELOG.md"
+    headings = re.findall(r"^## (\S+)", changelog.read_text(), re.M)
+    assert headings, f"{changelog.relative_to(paths.REPO)}: no `## <version>` section"
+    assert headings[0] == version, (
+        f"{changelog.relative_to(paths.REPO)}: newest entry is {headings[0]}, "
+        f"Chart.yaml says {version}: add a `## {version}` section on top"
+    )
 
 
 BAD_FILES = sorted(paths.BAD_VALUES.glob("*/*.yaml"))
@@ -92,7 +124,7 @@ def expected_message(path):
     """First line of a bad-values file: `# expect: <text helm must print>`."""
     first = path.read_text().splitlines()[0]
     assert first.startswith("# expect: "), f"{path}: first line must be '# expect: <message>'"
-    return first[len("# expect: "):].strip()
+    return first[len("# expect: ") :].strip()
 
 
 @pytest.mark.parametrize("helm", HELM_VERSIONS)

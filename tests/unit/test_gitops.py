@@ -3,28 +3,32 @@
 
 Every Application is rendered the way Argo CD renders it (tests/gitops/argo.py: path in this
 repository, `$values/models.yaml` from the `ref: values` source, valuesObject, parameters, release
-name, destination namespace) and what it deploys passes the harness checks. The three charts of
-these folders get the same checks as charts/* (they are not under charts/, so the generic tests do
-not see them).
+name, destination namespace) and what it deploys passes the harness checks. The generic chart
+rules (Helm 3 = Helm 4, strict schemas, names, lint, README tables, yamllint) cover these three
+charts through harness.paths.charts(), as they cover charts/* (test_charts.py, `nox -s lint`).
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
 from gitops.argo import ApplicationError, render_application, sources, value_files
 from harness import paths
-from harness.render import HELM_VERSIONS, HelmError, build_dependencies, find, get, parse_manifests, render_text, run_helm
-from harness.validate import KUBE_VERSIONS, ManifestError, check_names, check_unrendered, crd_schemas, validate_manifest
+from harness.render import (
+    HELM_VERSIONS,
+    HelmError,
+    find,
+    get,
+    parse_manifests,
+    render_text,
+)
+from harness.validate import KUBE_VERSIONS, ManifestError, check_names, crd_schemas, validate_manifest
 
 REPO = paths.REPO
 ARGOCD, ISTIO, GATEWAY_API = REPO / "argocd", REPO / "istio", REPO / "gateway-api"
@@ -40,25 +44,35 @@ OWN_CI = sorted(f for chart in OWN_CHARTS for f in (chart / "ci").glob("*-values
 STACK_CI = sorted((ARGOCD / "ci").glob("*-values.yaml"))
 
 
-def _id(path: Path) -> str:
-    return f"{path.parent.parent.name}/{path.name}"
-
-
 def _chart(ci_file: Path) -> Path:
     return ci_file.parent.parent
 
 
-@functools.lru_cache(maxsize=None)
-def _render(chart: Path, files: tuple = (), helm: str = "helm3", kube: str | None = None,
-            release: str = "test", namespace: str = "llm", api_versions: tuple = (),
-            values_json: str = "null") -> str:
-    return render_text(chart, json.loads(values_json), values_files=list(files), helm=helm,
-                       kube_version=kube, release=release, namespace=namespace, api_versions=api_versions)
+@functools.cache
+def _render(
+    chart: Path,
+    files: tuple = (),
+    helm: str = "helm3",
+    kube: str | None = None,
+    release: str = "test",
+    namespace: str = "llm",
+    api_versions: tuple = (),
+    values_json: str = "null",
+) -> str:
+    return render_text(
+        chart,
+        json.loads(values_json),
+        values_files=list(files),
+        helm=helm,
+        kube_version=kube,
+        release=release,
+        namespace=namespace,
+        api_versions=api_versions,
+    )
 
 
 def render(chart: Path, values: dict | None = None, files=(), **kw) -> list[dict]:
-    return parse_manifests(_render(chart, tuple(str(f) for f in files),
-                                   values_json=json.dumps(values), **kw))
+    return parse_manifests(_render(chart, tuple(str(f) for f in files), values_json=json.dumps(values), **kw))
 
 
 def stack(ci_file: Path | None = None, values: dict | None = None) -> list[dict]:
@@ -82,112 +96,31 @@ def merged(base: dict, override: dict) -> dict:
     return out
 
 
-@pytest.fixture(params=OWN_CI, ids=[_id(p) for p in OWN_CI])
-def ci_file(request):
-    return request.param
-
-
 @pytest.fixture(params=STACK_CI, ids=[p.name for p in STACK_CI])
 def stack_ci(request):
     return request.param
-
-
-# --- The charts of argocd/, istio/ and gateway-api/ pass the checks charts/* pass ---------------
-
-
-def test_every_own_chart_has_ci_values():
-    for chart in OWN_CHARTS:
-        assert list((chart / "ci").glob("*-values.yaml")), f"{chart.name}: no ci/*-values.yaml"
-
-
-def test_ci_values_match_the_chart_schema(ci_file):
-    schema = json.loads((_chart(ci_file) / "values.schema.json").read_text())
-    jsonschema.Draft7Validator.check_schema(schema)
-    for values in (yaml.safe_load(ci_file.read_text()) or {}, chart_values(_chart(ci_file))):
-        errors = [f"{'.'.join(map(str, e.path))}: {e.message}"
-                  for e in jsonschema.Draft7Validator(schema).iter_errors(values)]
-        assert not errors, errors
-
-
-def test_helm3_and_helm4_render_the_same_objects(ci_file):
-    by_helm = {h: {(m["kind"], m["metadata"]["name"]): m for m in render(_chart(ci_file), files=[ci_file], helm=h)}
-               for h in HELM_VERSIONS}
-    assert by_helm["helm3"] == by_helm["helm4"]
-
-
-@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
-def test_manifests_pass_strict_schema_validation(ci_file, kube_version):
-    manifests = render(_chart(ci_file), files=[ci_file], kube=f"v{kube_version}.0")
-    assert manifests
-    for m in manifests:
-        validate_manifest(m, kube_version)
-
-
-def test_names_fit_and_nothing_is_left_unrendered(ci_file):
-    text = _render(_chart(ci_file), (str(ci_file),))
-    assert not check_unrendered(text)
-    assert not check_names(parse_manifests(text))
-
-
-def test_render_is_idempotent(ci_file):
-    args = (_chart(ci_file), None)
-    first = render_text(*args, values_files=[ci_file])
-    assert first == render_text(*args, values_files=[ci_file])
-
-
-@pytest.mark.parametrize("helm", HELM_VERSIONS)
-def test_helm_lint_strict(ci_file, helm):
-    build_dependencies(str(_chart(ci_file)))
-    proc = run_helm(["lint", "--strict", str(_chart(ci_file)), "--values", str(ci_file)], helm=helm, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-@pytest.mark.parametrize("chart", (ISTIO, GATEWAY_API), ids=lambda c: c.name)
-def test_exposure_charts_take_the_shared_model_list(chart):
-    manifests = render(chart, {"gateway": {"className": "example"}} if chart == GATEWAY_API else None, files=[MODELS])
-    for m in manifests:
-        validate_manifest(m, NEWEST)
-
-
-def test_readmes_are_up_to_date(tmp_path):
-    from harness.tools import tool
-    for chart in OWN_CHARTS:
-        copy = tmp_path / chart.name
-        shutil.copytree(chart, copy, ignore=shutil.ignore_patterns("charts"))
-        subprocess.run([str(tool("helm-docs")), "--chart-search-root", str(copy), "--log-level", "warning"], check=True)
-        assert (copy / "README.md").read_text() == (chart / "README.md").read_text(), \
-            f"{chart.name}/README.md is stale: run .tools/bin/helm-docs --chart-search-root {chart.name}"
-
-
-def test_hand_written_yaml_passes_yamllint():
-    files = [str(p) for chart in OWN_CHARTS
-             for p in [chart / "Chart.yaml", chart / "values.yaml", *sorted((chart / "ci").glob("*.yaml"))]]
-    proc = subprocess.run([sys.executable, "-m", "yamllint", "--strict", "-c", str(REPO / ".yamllint.yaml"), *files],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_rendered_yaml_passes_yamllint(tmp_path):
-    for ci in OWN_CI:
-        (tmp_path / f"{_chart(ci).name}--{ci.stem}.yaml").write_text(_render(_chart(ci), (str(ci),)))
-    proc = subprocess.run([sys.executable, "-m", "yamllint", "--strict", "-c", str(REPO / ".yamllint-rendered.yaml"),
-                           str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 BAD_VALUES = [
     (ARGOCD, {"applications": {"extra": {"enabled": True}}}, "missing property 'path'"),
     (ARGOCD, {"applications": {"extra": {"path": "../elsewhere"}}}, "applications"),
     (ARGOCD, {"applications": {"Bad_Name": {"path": "charts/x"}}}, "Bad_Name"),
-    (ARGOCD, {"applications": {"secrets": {"enabled": True, "path": "x", "directory": True,
-                                           "valuesObject": {"a": 1}}}}, "applications.secrets: directory=true"),
+    (
+        ARGOCD,
+        {"applications": {"secrets": {"enabled": True, "path": "x", "directory": True, "valuesObject": {"a": 1}}}},
+        "applications.secrets: directory=true",
+    ),
     (ARGOCD, {"selfManage": {"enabled": True, "name": "openwebui"}}, "selfManage.name"),
     (ARGOCD, {"sharedValueFiles": ["/etc/models.yaml"]}, "sharedValueFiles"),
     (ISTIO, {"gateway": {"create": False, "existing": ""}}, "gateway.existing: empty while gateway.create=false"),
     (ISTIO, {"gateway": {"tls": {"enabled": True}}}, "gateway.tls.credentialName: empty"),
     (ISTIO, {"routes": {"retries": {"attempts": 2, "retryOn": "5xx"}}}, "retryOn"),
     (ISTIO, {"routes": {"timeout": "forever"}}, "timeout"),
-    (ISTIO, {"models": [{"modelName": "a"}, {"modelName": "a", "gguf": "a.gguf"}]}, 'name or alias "a" is already used'),
+    (
+        ISTIO,
+        {"models": [{"modelName": "a"}, {"modelName": "a", "gguf": "a.gguf"}]},
+        'name or alias "a" is already used',
+    ),
     (GATEWAY_API, {}, "gateway.className: empty while gateway.create=true"),
     (GATEWAY_API, {"gateway": {"create": False}}, "gateway.existing.name: empty"),
     (GATEWAY_API, {"gateway": {"className": "x", "tls": {"enabled": True}}}, "gateway.tls.secretName: empty"),
@@ -196,8 +129,9 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize("helm", HELM_VERSIONS)
-@pytest.mark.parametrize("chart,values,message", BAD_VALUES,
-                         ids=[f"{c.name}-{i}" for i, (c, _, _) in enumerate(BAD_VALUES)])
+@pytest.mark.parametrize(
+    "chart,values,message", BAD_VALUES, ids=[f"{c.name}-{i}" for i, (c, _, _) in enumerate(BAD_VALUES)]
+)
 def test_bad_values_are_rejected_with_a_message_naming_the_key(chart, values, message, helm):
     with pytest.raises(HelmError) as err:
         render_text(chart, values, helm=helm)
@@ -250,8 +184,9 @@ def test_applications_follow_the_golden_path(stack_ci):
         if values["selfManage"]["enabled"] and name == values["selfManage"]["name"]:
             continue
         assert "CreateNamespace=true" in spec["syncPolicy"]["syncOptions"]
-        assert ("resources-finalizer.argocd.argoproj.io" in app["metadata"].get("finalizers", [])) \
-            == values["cascadeDelete"]
+        assert ("resources-finalizer.argocd.argoproj.io" in app["metadata"].get("finalizers", [])) == values[
+            "cascadeDelete"
+        ]
     projects = find(manifests, "AppProject")
     if values.get("appProject", {}).get("create"):
         (project,) = projects
@@ -265,8 +200,10 @@ def test_applications_follow_the_golden_path(stack_ci):
 def test_parameters_and_values_object_reach_the_chart():
     apps = applications(stack(ARGOCD / "ci" / "full-values.yaml"))
     ui = render_application(apps["openwebui"])
-    url = {e["name"]: e.get("value") for e in get(ui, "Deployment", "openwebui")["spec"]["template"]["spec"]
-           ["containers"][0]["env"]}["OPENAI_API_BASE_URLS"]
+    url = {
+        e["name"]: e.get("value")
+        for e in get(ui, "Deployment", "openwebui")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }["OPENAI_API_BASE_URLS"]
     assert "api-gateway.ai.svc" in url, "parameters (global.gateway.namespace=ai) must beat models.yaml"
     assert {m["metadata"]["namespace"] for m in ui if "namespace" in m["metadata"]} == {"ai-ui"}
     vs = get(render_application(apps["llm-istio"]), "VirtualService", "llm-istio")
@@ -275,8 +212,16 @@ def test_parameters_and_values_object_reach_the_chart():
 
 
 def test_sync_waves_put_models_before_the_gateway_before_the_ui():
-    apps = applications(stack(values={"applications": {n: {"enabled": True, "path": p} for n, p in
-                                                         (("llm-istio", "istio"), ("llm-gateway-api", "gateway-api"))}}))
+    apps = applications(
+        stack(
+            values={
+                "applications": {
+                    n: {"enabled": True, "path": p}
+                    for n, p in (("llm-istio", "istio"), ("llm-gateway-api", "gateway-api"))
+                }
+            }
+        )
+    )
 
     def wave(name):
         return int(apps[name]["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
@@ -289,7 +234,9 @@ def test_sync_waves_put_models_before_the_gateway_before_the_ui():
 
 def test_the_gateway_autoscaler_owns_its_replicas():
     app = applications(stack())["api-gateway"]
-    assert {"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]} in app["spec"]["ignoreDifferences"]
+    assert {"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]} in app["spec"][
+        "ignoreDifferences"
+    ]
     assert "RespectIgnoreDifferences=true" in app["spec"]["syncPolicy"]["syncOptions"]
     for name, other in applications(stack()).items():
         if name != "api-gateway":
@@ -316,8 +263,13 @@ def test_caches_survive_argo_cd_prune_and_delete(app_name):
 
 def test_the_repository_url_is_typed_once():
     default = chart_values(ARGOCD)["repoURL"]
-    hits = [(p.relative_to(REPO), line) for p in sorted(ARGOCD.rglob("*")) if p.is_file() and p.name != "README.md"
-            for line in p.read_text().splitlines() if default in line]
+    hits = [
+        (p.relative_to(REPO), line)
+        for p in sorted(ARGOCD.rglob("*"))
+        if p.is_file() and p.name != "README.md"
+        for line in p.read_text().splitlines()
+        if default in line
+    ]
     assert hits == [(Path("argocd/values.yaml"), f"repoURL: {default}")]
     fork = "https://git.example.com/me/llm-charts.git"
     text = yaml.safe_dump_all(stack(ARGOCD / "ci" / "minimal-values.yaml"))
@@ -348,16 +300,28 @@ def test_no_model_name_is_typed_in_argocd():
 
 def test_a_prerequisites_application_of_plain_manifests_comes_first():
     path = "tests/gitops/fixtures/prerequisites"
-    apps = applications(stack(values={"applications": {"prerequisites": {
-        "enabled": True, "path": path, "directory": True, "syncWave": -1}}}))
+    apps = applications(
+        stack(
+            values={
+                "applications": {"prerequisites": {"enabled": True, "path": path, "directory": True, "syncWave": -1}}
+            }
+        )
+    )
     app = apps["prerequisites"]
-    assert app["spec"]["source"] == {"repoURL": chart_values(ARGOCD)["repoURL"], "targetRevision": "main",
-                                     "path": path, "directory": {"recurse": True}}
+    assert app["spec"]["source"] == {
+        "repoURL": chart_values(ARGOCD)["repoURL"],
+        "targetRevision": "main",
+        "path": path,
+        "directory": {"recurse": True},
+    }
     validate_manifest(app, NEWEST)
     (cm,) = render_application(app)
     assert cm["kind"] == "ConfigMap"
-    waves = {n: int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for n, a in apps.items()
-             if n != "llm-stack"}
+    waves = {
+        n: int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
+        for n, a in apps.items()
+        if n != "llm-stack"
+    }
     assert min(waves, key=waves.get) == "prerequisites"
 
 
@@ -431,6 +395,7 @@ def test_changing_the_shared_list_changes_models_routes_and_ui(tmp_path):
     # The mesh routes of the Istio chart (no retries per model) follow too.
     hosts = {vs["spec"]["hosts"][0] for vs in find(after["llm-istio"], "VirtualService")}
     assert {"vllm-renamed-model.llm.svc.cluster.local", "vllm-added-model.llm.svc.cluster.local"} <= hosts
+
     # The checksum of the gateway's configuration rolls its pods.
     def checksum(objs):
         return get(objs, "Deployment", "api-gateway")["spec"]["template"]["metadata"]["annotations"]
@@ -496,9 +461,11 @@ def test_istio_tls_uses_the_credential_and_redirects_http():
 def test_istio_mesh_routes_cover_the_gateway_and_every_enabled_model():
     manifests = _istio([ISTIO / "ci" / "full-values.yaml"])
     mesh = {vs["spec"]["hosts"][0] for vs in find(manifests, "VirtualService") if vs["spec"]["gateways"] == ["mesh"]}
-    assert mesh == {"api-gateway.llm.svc.cluster.local",
-                    "vllm-llama-3-1-8b-instruct.llm-models.svc.cluster.local",
-                    "ramalama-tiny.llm-models.svc.cluster.local"}
+    assert mesh == {
+        "api-gateway.llm.svc.cluster.local",
+        "vllm-llama-3-1-8b-instruct.llm-models.svc.cluster.local",
+        "ramalama-tiny.llm-models.svc.cluster.local",
+    }
     assert not find(_istio(values={"mesh": {"enabled": False}}), "VirtualService", "test-api-gateway")
 
 
@@ -521,11 +488,17 @@ def test_istio_security_examples():
     assert not find(_istio(), "AuthorizationPolicy") and not find(_istio(), "PeerAuthentication")
 
 
-@pytest.mark.parametrize("api_versions,expected", [
-    ((), "networking.istio.io/v1"),
-    (("networking.istio.io/v1beta1/VirtualService",), "networking.istio.io/v1beta1"),
-    (("networking.istio.io/v1beta1/VirtualService", "networking.istio.io/v1/VirtualService"), "networking.istio.io/v1"),
-])
+@pytest.mark.parametrize(
+    "api_versions,expected",
+    [
+        ((), "networking.istio.io/v1"),
+        (("networking.istio.io/v1beta1/VirtualService",), "networking.istio.io/v1beta1"),
+        (
+            ("networking.istio.io/v1beta1/VirtualService", "networking.istio.io/v1/VirtualService"),
+            "networking.istio.io/v1",
+        ),
+    ],
+)
 def test_istio_api_version_follows_the_cluster(api_versions, expected):
     vs = get(_istio(api_versions=api_versions), "VirtualService", "test")
     assert vs["apiVersion"] == expected
@@ -556,8 +529,9 @@ def test_gateway_api_defaults_send_the_api_to_the_gateway_and_the_rest_to_the_ui
     route = get(manifests, "HTTPRoute", "test")
     assert route["spec"]["parentRefs"] == [{"name": "test"}]
     api, ui = route["spec"]["rules"]
-    assert [m["path"] for m in api["matches"]] == [{"type": "PathPrefix", "value": p}
-                                                   for p in ("/v1", "/tokenize", "/detokenize")]
+    assert [m["path"] for m in api["matches"]] == [
+        {"type": "PathPrefix", "value": p} for p in ("/v1", "/tokenize", "/detokenize")
+    ]
     assert api["backendRefs"] == [{"name": "api-gateway", "port": 80}]
     assert api["timeouts"] == {"request": "3600s", "backendRequest": "3600s"}
     assert ui["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
@@ -574,19 +548,25 @@ def test_gateway_api_tls_redirect_and_cross_namespace_grants():
     assert redirect["spec"]["rules"][0]["filters"][0]["requestRedirect"]["scheme"] == "https"
     grants = {g["metadata"]["namespace"]: g for g in find(manifests, "ReferenceGrant")}
     assert set(grants) == {"llm-gateway", "llm-ui"}
-    assert grants["llm-ui"]["spec"]["from"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
-                                                 "namespace": "llm"}]
+    assert grants["llm-ui"]["spec"]["from"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "llm"}
+    ]
 
 
 # --- Custom resources are checked against the real CRDs, never skipped -----------------------------
 
 
 CUSTOM_KINDS = {
-    ("argoproj.io/v1alpha1", "Application"), ("argoproj.io/v1alpha1", "AppProject"),
-    ("networking.istio.io/v1", "Gateway"), ("networking.istio.io/v1", "VirtualService"),
-    ("networking.istio.io/v1", "DestinationRule"), ("security.istio.io/v1", "PeerAuthentication"),
-    ("security.istio.io/v1", "AuthorizationPolicy"), ("gateway.networking.k8s.io/v1", "Gateway"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"), ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
+    ("argoproj.io/v1alpha1", "Application"),
+    ("argoproj.io/v1alpha1", "AppProject"),
+    ("networking.istio.io/v1", "Gateway"),
+    ("networking.istio.io/v1", "VirtualService"),
+    ("networking.istio.io/v1", "DestinationRule"),
+    ("security.istio.io/v1", "PeerAuthentication"),
+    ("security.istio.io/v1", "AuthorizationPolicy"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 

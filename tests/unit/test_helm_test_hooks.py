@@ -5,6 +5,7 @@ off, never selected by the chart's own Services) and run here: the Pod's script 
 /bin/sh with the host's curl against a small HTTP server, so its pass and fail paths are proven
 without a cluster. The e2e suite runs the same Pods with `helm test` (tests/e2e/test_stack.py).
 """
+
 from __future__ import annotations
 
 import http.server
@@ -15,7 +16,7 @@ import threading
 
 import pytest
 
-from harness.paths import application_charts
+from harness.paths import workload_charts
 from harness.render import find, render_chart
 
 HOOK = {"helm.sh/hook": "test", "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded"}
@@ -47,11 +48,11 @@ def checks(pod: dict) -> list[tuple[str, str, str]]:
     assert command[:2] == ["/bin/sh", "-c"] and command[3] == "helm-test", command[:4]
     args = command[4:]
     assert len(args) % 3 == 0, args
-    return [tuple(args[i:i + 3]) for i in range(0, len(args), 3)]
+    return [tuple(args[i : i + 3]) for i in range(0, len(args), 3)]
 
 
 def test_every_chart_is_covered():
-    assert sorted(EXPECTED) == sorted(c.name for c in application_charts())
+    assert sorted(EXPECTED) == sorted(c.name for c in workload_charts())
 
 
 @pytest.mark.parametrize("chart", sorted(EXPECTED))
@@ -112,8 +113,11 @@ def _env(pod: dict) -> dict:
 
 
 def test_gateway_with_auth_sends_the_key_from_a_secret():
-    values = {"models": MODELS, "auth": {"enabled": True, "existingSecret": "keys"},
-              "tests": {"apiKeySecret": {"name": "gateway-test-key", "key": "key"}}}
+    values = {
+        "models": MODELS,
+        "auth": {"enabled": True, "existingSecret": "keys"},
+        "tests": {"apiKeySecret": {"name": "gateway-test-key", "key": "key"}},
+    }
     [pod] = hook_pods(render_chart("api-gateway", values))
     assert _env(pod) == {"API_KEY": {"secretKeyRef": {"name": "gateway-test-key", "key": "key"}}}
 
@@ -127,12 +131,13 @@ def test_gateway_with_auth_and_no_key_skips_the_model_list_and_says_why():
 
 # --- the script itself, run with the host's curl against a fake model server -------------------
 
+
 class _Server(http.server.BaseHTTPRequestHandler):
     health = 200
     ids: list = []
     key = ""
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         if self.path in ("/health", "/healthz"):
             self._send(self.health, b"ok")
         elif self.path == "/v1/models":
@@ -168,8 +173,13 @@ def run_script(chart: str, values: dict, url: str, env: dict | None = None) -> s
     command = pod["spec"]["containers"][0]["command"]
     args = [url if i % 3 == 0 else a for i, a in enumerate(command[4:])]
     script = command[2].replace("--retry 5 --retry-delay 2", "--retry 1 --retry-delay 0")  # fail fast here
-    return subprocess.run(["sh", "-c", script, "helm-test", *args], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", **(env or {})})
+    return subprocess.run(
+        ["sh", "-c", script, "helm-test", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
 
 
 needs_curl = pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed on this machine")
@@ -203,8 +213,11 @@ def test_script_fails_naming_the_url_when_not_healthy(server):
 @needs_curl
 def test_script_sends_the_gateway_key_and_skips_without_one(server):
     _Server.key = "sk-test"
-    values = {"models": [MODELS[0]], "auth": {"enabled": True, "existingSecret": "keys"},
-              "tests": {"apiKeySecret": {"name": "k", "key": "key"}}}
+    values = {
+        "models": [MODELS[0]],
+        "auth": {"enabled": True, "existingSecret": "keys"},
+        "tests": {"apiKeySecret": {"name": "k", "key": "key"}},
+    }
     assert run_script("api-gateway", values, server, env={"API_KEY": "sk-test"}).returncode == 0
     wrong = run_script("api-gateway", values, server, env={"API_KEY": "sk-wrong"})
     assert wrong.returncode != 0 and "/v1/models failed (model alpha)" in wrong.stderr, wrong.stderr

@@ -10,6 +10,7 @@ The NetworkPolicy tests below evaluate the rendered policies against the labels 
 the other charts render: only the gateway reaches the model pods, only Open WebUI (and the
 ingress peers one adds) reaches the gateway's API port.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.paths import REPO, application_charts
+from harness.paths import REPO, workload_charts
 from harness.render import find, render_chart
 
 MODELS = REPO / "models.yaml"
@@ -27,19 +28,47 @@ MODELS = REPO / "models.yaml"
 # --- the rules -------------------------------------------------------------------------------
 
 # Baseline: capabilities a container may add (anything else fails baseline).
-BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
-                 "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+BASELINE_CAPS = {
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+}
 # Baseline: the "safe" sysctls.
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes"}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 SELINUX_TYPES = {None, "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
 # Restricted: the only volume types.
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                      "projected", "secret"}
-POD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob",
-             "ReplicationController"}
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+POD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "ReplicationController"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +121,8 @@ def check_pod(meta: dict, spec: dict) -> list[Violation]:
     annotations = meta.get("annotations") or {}
     for key, value in annotations.items():
         if key.startswith("container.apparmor.security.beta.kubernetes.io/") and not (
-                value == "runtime/default" or value.startswith("localhost/")):
+            value == "runtime/default" or value.startswith("localhost/")
+        ):
             v("baseline", "appArmor", f"annotation {key}={value}")
     for where, sc in [("pod", psc)] + [(w, c.get("securityContext") or {}) for w, c in cs]:
         apparmor = (sc.get("appArmorProfile") or {}).get("type")
@@ -133,8 +163,11 @@ def check_pod(meta: dict, spec: dict) -> list[Violation]:
     for where, c in cs:
         sc = c.get("securityContext") or {}
         if sc.get("allowPrivilegeEscalation") is not False:
-            v("restricted", "allowPrivilegeEscalation", f"{where} allowPrivilegeEscalation "
-              f"{sc.get('allowPrivilegeEscalation')!r} (must be false)")
+            v(
+                "restricted",
+                "allowPrivilegeEscalation",
+                f"{where} allowPrivilegeEscalation {sc.get('allowPrivilegeEscalation')!r} (must be false)",
+            )
         nonroot = sc.get("runAsNonRoot")
         if nonroot is False or (nonroot is None and not pod_nonroot):
             v("restricted", "runAsNonRoot", f"{where} runAsNonRoot {nonroot!r}, pod {psc.get('runAsNonRoot')!r}")
@@ -155,6 +188,7 @@ def check_pod(meta: dict, spec: dict) -> list[Violation]:
 
 # --- the stated exceptions --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Exception_:
     chart: str
@@ -164,38 +198,66 @@ class Exception_:
 
 
 EXCEPTIONS = [
-    Exception_("ramalama-models", "baseline/hostPathVolumes", r"^volume models -> ",
-               "hostPath reader: llama-server reads GGUF files from the node's model directory, read-only "
-               "(values.yaml, first comment); the namespace needs the privileged PSS level"),
-    Exception_("ramalama-models", "restricted/volumeTypes", r"^volume models is \['hostPath'\]",
-               "hostPath reader (same volume as above)"),
-    Exception_("ramalama-models", "baseline/hostPathVolumes", r"^volume device-\d+ -> /dev/(kfd|dri)$",
-               "GPU runtime: rocm and vulkan open the host's /dev/kfd and /dev/dri device nodes"),
-    Exception_("ramalama-models", "restricted/volumeTypes", r"^volume device-\d+ is \['hostPath'\]",
-               "GPU runtime (same device volumes as above)"),
-    Exception_("ramalama-models", "baseline/privileged", r"^containers\[llama-server\]$",
-               "GPU runtime: Vulkan without a device plugin needs a privileged container to open /dev/dri "
-               "(accelerators.vulkan.privileged, off by default, on in ci/vulkan-values.yaml)"),
-    Exception_("ramalama-models", "restricted/allowPrivilegeEscalation", r"^containers\[llama-server\] "
-               r"allowPrivilegeEscalation True",
-               "GPU runtime: a privileged container cannot set allowPrivilegeEscalation false (API validation)"),
+    Exception_(
+        "ramalama-models",
+        "baseline/hostPathVolumes",
+        r"^volume models -> ",
+        "hostPath reader: llama-server reads GGUF files from the node's model directory, read-only "
+        "(values.yaml, first comment); the namespace needs the privileged PSS level",
+    ),
+    Exception_(
+        "ramalama-models",
+        "restricted/volumeTypes",
+        r"^volume models is \['hostPath'\]",
+        "hostPath reader (same volume as above)",
+    ),
+    Exception_(
+        "ramalama-models",
+        "baseline/hostPathVolumes",
+        r"^volume device-\d+ -> /dev/(kfd|dri)$",
+        "GPU runtime: rocm and vulkan open the host's /dev/kfd and /dev/dri device nodes",
+    ),
+    Exception_(
+        "ramalama-models",
+        "restricted/volumeTypes",
+        r"^volume device-\d+ is \['hostPath'\]",
+        "GPU runtime (same device volumes as above)",
+    ),
+    Exception_(
+        "ramalama-models",
+        "baseline/privileged",
+        r"^containers\[llama-server\]$",
+        "GPU runtime: Vulkan without a device plugin needs a privileged container to open /dev/dri "
+        "(accelerators.vulkan.privileged, off by default, on in ci/vulkan-values.yaml)",
+    ),
+    Exception_(
+        "ramalama-models",
+        "restricted/allowPrivilegeEscalation",
+        r"^containers\[llama-server\] "
+        r"allowPrivilegeEscalation True",
+        "GPU runtime: a privileged container cannot set allowPrivilegeEscalation false (API validation)",
+    ),
 ]
 
 
 def excepted(chart: str, violation: Violation) -> Exception_ | None:
     for exc in EXCEPTIONS:
-        if exc.chart == chart and exc.rule == f"{violation.level}/{violation.rule}" \
-                and re.search(exc.where, violation.where):
+        if (
+            exc.chart == chart
+            and exc.rule == f"{violation.level}/{violation.rule}"
+            and re.search(exc.where, violation.where)
+        ):
             return exc
     return None
 
 
 # --- renders ------------------------------------------------------------------------------------
 
+
 def _cases() -> list[tuple[str, str]]:
     """(chart, values file or "default") for every chart."""
     out = []
-    for chart in application_charts():
+    for chart in workload_charts():
         out.append((chart.name, "default"))
         out += [(chart.name, str(p.relative_to(REPO))) for p in sorted((chart / "ci").glob("*-values.yaml"))]
     return out
@@ -204,7 +266,7 @@ def _cases() -> list[tuple[str, str]]:
 CASES = _cases()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rendered(chart: str, values: str) -> list[dict]:
     # Defaults with the repository's model catalog (model charts render no pod without models);
     # ci files as the generic tests render them.
@@ -232,7 +294,7 @@ def test_every_pod_passes_restricted_except_stated_exceptions(chart, values):
 
 def test_charts_at_defaults_render_pods():
     # Guards the test above from passing on nothing.
-    for chart in application_charts():
+    for chart in workload_charts():
         assert list(pods(rendered(chart.name, "default"))), f"{chart.name} renders no pod at defaults"
 
 
@@ -250,7 +312,7 @@ def test_every_exception_is_still_needed():
 
 def test_exceptions_are_off_by_default_except_the_hostpath_reader():
     # At default values only the model directory hostPath of ramalama-models is excepted.
-    for chart in application_charts():
+    for chart in workload_charts():
         for _, (meta, spec) in pods(rendered(chart.name, "default")):
             for violation in check_pod(meta, spec):
                 exc = excepted(chart.name, violation)
@@ -259,11 +321,13 @@ def test_exceptions_are_off_by_default_except_the_hostpath_reader():
 
 # --- the checker knows the rules (each one fails a pod that breaks it) --------------------------
 
+
 def good_pod() -> dict:
     return {
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "app", "securityContext": {
-            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+        "containers": [
+            {"name": "app", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
+        ],
         "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "x"}}],
     }
 
@@ -275,6 +339,7 @@ def _set(path: str, value):
         for k in keys[:-1]:
             target = target[int(k)] if k.isdigit() else target.setdefault(k, {})
         target[keys[-1]] = value
+
     return apply
 
 
@@ -282,26 +347,34 @@ BREAKS = {
     "baseline/hostNamespaces": [_set("hostNetwork", True), _set("hostPID", True), _set("hostIPC", True)],
     "baseline/privileged": [_set("containers.0.securityContext.privileged", True)],
     "baseline/capabilities": [_set("containers.0.securityContext.capabilities.add", ["SYS_ADMIN"])],
-    "restricted/capabilities": [_set("containers.0.securityContext.capabilities.add", ["CHOWN"]),
-                                _set("containers.0.securityContext.capabilities.drop", ["NET_RAW"])],
+    "restricted/capabilities": [
+        _set("containers.0.securityContext.capabilities.add", ["CHOWN"]),
+        _set("containers.0.securityContext.capabilities.drop", ["NET_RAW"]),
+    ],
     "baseline/hostPathVolumes": [_set("volumes", [{"name": "h", "hostPath": {"path": "/"}}])],
     "restricted/volumeTypes": [_set("volumes", [{"name": "n", "nfs": {"server": "s", "path": "/"}}])],
     "baseline/hostPorts": [_set("containers.0.ports", [{"containerPort": 80, "hostPort": 80}])],
-    "baseline/appArmor": [_set("securityContext.appArmorProfile", {"type": "Unconfined"}),
-                          _set("meta.annotations", {"container.apparmor.security.beta.kubernetes.io/app":
-                                                    "unconfined"})],
-    "baseline/seLinux": [_set("securityContext.seLinuxOptions", {"type": "spc_t"}),
-                         _set("containers.0.securityContext.seLinuxOptions", {"user": "system_u"})],
+    "baseline/appArmor": [
+        _set("securityContext.appArmorProfile", {"type": "Unconfined"}),
+        _set("meta.annotations", {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"}),
+    ],
+    "baseline/seLinux": [
+        _set("securityContext.seLinuxOptions", {"type": "spc_t"}),
+        _set("containers.0.securityContext.seLinuxOptions", {"user": "system_u"}),
+    ],
     "baseline/procMount": [_set("containers.0.securityContext.procMount", "Unmasked")],
     "baseline/seccomp": [_set("securityContext.seccompProfile", {"type": "Unconfined"})],
     "restricted/seccomp": [_set("securityContext.seccompProfile", None)],
     "baseline/sysctls": [_set("securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}])],
-    "restricted/runAsNonRoot": [_set("securityContext.runAsNonRoot", False),
-                                _set("containers.0.securityContext.runAsNonRoot", False)],
-    "restricted/runAsUser": [_set("securityContext.runAsUser", 0),
-                             _set("containers.0.securityContext.runAsUser", 0)],
-    "restricted/allowPrivilegeEscalation": [_set("containers.0.securityContext.allowPrivilegeEscalation", True),
-                                            _set("containers.0.securityContext.allowPrivilegeEscalation", None)],
+    "restricted/runAsNonRoot": [
+        _set("securityContext.runAsNonRoot", False),
+        _set("containers.0.securityContext.runAsNonRoot", False),
+    ],
+    "restricted/runAsUser": [_set("securityContext.runAsUser", 0), _set("containers.0.securityContext.runAsUser", 0)],
+    "restricted/allowPrivilegeEscalation": [
+        _set("containers.0.securityContext.allowPrivilegeEscalation", True),
+        _set("containers.0.securityContext.allowPrivilegeEscalation", None),
+    ],
     "baseline/hostProcess": [_set("securityContext.windowsOptions", {"hostProcess": True})],
 }
 
@@ -312,8 +385,9 @@ def test_a_good_pod_passes():
     pod["containers"][0]["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
     pod["securityContext"]["seccompProfile"] = {"type": "Localhost", "localhostProfile": "p.json"}
     pod["securityContext"]["sysctls"] = [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]
-    assert check_pod({"annotations": {"container.apparmor.security.beta.kubernetes.io/app": "runtime/default"}},
-                     pod) == []
+    assert (
+        check_pod({"annotations": {"container.apparmor.security.beta.kubernetes.io/app": "runtime/default"}}, pod) == []
+    )
 
 
 @pytest.mark.parametrize("rule,breaks", BREAKS.items(), ids=list(BREAKS))
@@ -329,10 +403,12 @@ def test_init_containers_are_checked_too():
     pod = good_pod()
     pod["initContainers"] = [{"name": "init", "securityContext": {"capabilities": {"drop": ["ALL"]}}}]
     assert [str(v) for v in check_pod({}, pod)] == [
-        "restricted/allowPrivilegeEscalation: initContainers[init] allowPrivilegeEscalation None (must be false)"]
+        "restricted/allowPrivilegeEscalation: initContainers[init] allowPrivilegeEscalation None (must be false)"
+    ]
 
 
 # --- NetworkPolicies (render level) -------------------------------------------------------------
+
 
 def selects(selector: dict | None, labels: dict) -> bool:
     """A Kubernetes LabelSelector against labels ({} selects everything)."""
@@ -368,17 +444,22 @@ def pod_ref(name: str, namespace: str, labels: dict) -> PodRef:
     return PodRef(name, namespace, tuple(sorted(labels.items())))
 
 
-def ingress_allowed(policies: list[dict], dst: PodRef, src: PodRef, port: str,
-                    ns_labels: dict[str, dict] | None = None) -> bool:
+def ingress_allowed(
+    policies: list[dict], dst: PodRef, src: PodRef, port: str, ns_labels: dict[str, dict] | None = None
+) -> bool:
     """Whether src may open a connection to dst's named port under these policies (ingress side)."""
     ns_labels = ns_labels or {}
 
     def labels_of_ns(ns):
         return {"kubernetes.io/metadata.name": ns, **ns_labels.get(ns, {})}
 
-    isolating = [p for p in policies if p["metadata"].get("namespace") == dst.namespace
-                 and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])
-                 and selects(p["spec"].get("podSelector"), dst.label_dict)]
+    isolating = [
+        p
+        for p in policies
+        if p["metadata"].get("namespace") == dst.namespace
+        and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])
+        and selects(p["spec"].get("podSelector"), dst.label_dict)
+    ]
     if not isolating:
         return True
     for policy in isolating:
@@ -392,8 +473,11 @@ def ingress_allowed(policies: list[dict], dst: PodRef, src: PodRef, port: str,
             for peer in peers:
                 assert "ipBlock" not in peer, f"ipBlock peers are not evaluated here: {peer}"
                 ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
-                ns_ok = selects(ns_sel, labels_of_ns(src.namespace)) if ns_sel is not None \
+                ns_ok = (
+                    selects(ns_sel, labels_of_ns(src.namespace))
+                    if ns_sel is not None
                     else src.namespace == policy["metadata"]["namespace"]
+                )
                 if ns_ok and (pod_sel is None or selects(pod_sel, src.label_dict)):
                     return True
     return False
@@ -401,16 +485,19 @@ def ingress_allowed(policies: list[dict], dst: PodRef, src: PodRef, port: str,
 
 def stack_pods(namespace: str = "llm", model_namespace: str = "llm", gateway_values: dict | None = None):
     """Rendered pods of the four charts (one release each, the root models.yaml) and the gateway's policies."""
+
     def render(chart, values=None):
-        return render_chart(chart, values, values_files=[MODELS], namespace=namespace,
-                            release=chart.split("-")[0])
+        return render_chart(chart, values, values_files=[MODELS], namespace=namespace, release=chart.split("-")[0])
+
     net = {"networkPolicy": {"enabled": True}, "global": {"modelNamespace": model_namespace}}
     gateway = render("api-gateway", {**net, **(gateway_values or {})})
     out: dict[str, list[PodRef]] = {}
-    for chart, manifests in [("api-gateway", gateway), ("openwebui", render("openwebui")),
-                             ("vllm-models", render("vllm-models", {"global": {"modelNamespace": model_namespace}})),
-                             ("ramalama-models", render("ramalama-models",
-                                                        {"global": {"modelNamespace": model_namespace}}))]:
+    for chart, manifests in [
+        ("api-gateway", gateway),
+        ("openwebui", render("openwebui")),
+        ("vllm-models", render("vllm-models", {"global": {"modelNamespace": model_namespace}})),
+        ("ramalama-models", render("ramalama-models", {"global": {"modelNamespace": model_namespace}})),
+    ]:
         for m in manifests:
             found = pod_spec(m)
             if found:
@@ -421,6 +508,7 @@ def stack_pods(namespace: str = "llm", model_namespace: str = "llm", gateway_val
 
 OUTSIDER = pod_ref("curl", "other", {"app": "curl"})
 SAME_NS_OUTSIDER = pod_ref("curl", "llm", {"app": "curl"})
+
 
 def _model_pods(pods_by_chart, chart):
     assert pods_by_chart.get(chart), f"{chart} rendered no pod with the root models.yaml"
@@ -437,8 +525,12 @@ def test_only_the_gateway_reaches_model_pods(chart, model_ns):
     for model in _model_pods(pods_by_chart, chart):
         assert model.namespace == model_ns, model
         assert ingress_allowed(policies, model, gateway, "http"), f"the gateway cannot reach {model.name}"
-        for src in [pods_by_chart["openwebui"][0], OUTSIDER, SAME_NS_OUTSIDER,
-                    pod_ref("x", model_ns, {"app.kubernetes.io/name": "api-gateway"})]:
+        for src in [
+            pods_by_chart["openwebui"][0],
+            OUTSIDER,
+            SAME_NS_OUTSIDER,
+            pod_ref("x", model_ns, {"app.kubernetes.io/name": "api-gateway"}),
+        ]:
             assert not ingress_allowed(policies, model, src, "http"), f"{src.name} ({src.namespace}) reaches {model}"
 
 
@@ -455,17 +547,29 @@ def test_only_open_webui_reaches_the_gateway_api_by_default():
     gateway = pods_by_chart["api-gateway"][0]
     webui = pods_by_chart["openwebui"][0]
     assert ingress_allowed(policies, gateway, webui, "http")
-    for src in [OUTSIDER, SAME_NS_OUTSIDER, *pods_by_chart["ramalama-models"], *pods_by_chart["vllm-models"],
-                pod_ref("openwebui", "other", webui.label_dict)]:
+    for src in [
+        OUTSIDER,
+        SAME_NS_OUTSIDER,
+        *pods_by_chart["ramalama-models"],
+        *pods_by_chart["vllm-models"],
+        pod_ref("openwebui", "other", webui.label_dict),
+    ]:
         assert not ingress_allowed(policies, gateway, src, "http"), f"{src} reaches the gateway API"
 
 
 def test_an_added_ingress_controller_reaches_the_gateway_and_nothing_else_does():
-    ingress = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
-               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}}
-    pods_by_chart, policies = stack_pods(gateway_values={"networkPolicy": {
-        "enabled": True, "ingressFrom": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "openwebui"}}},
-                                         ingress]}})
+    ingress = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+    }
+    pods_by_chart, policies = stack_pods(
+        gateway_values={
+            "networkPolicy": {
+                "enabled": True,
+                "ingressFrom": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "openwebui"}}}, ingress],
+            }
+        }
+    )
     gateway = pods_by_chart["api-gateway"][0]
     controller = pod_ref("ctrl", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
     assert ingress_allowed(policies, gateway, controller, "http")
@@ -475,11 +579,14 @@ def test_an_added_ingress_controller_reaches_the_gateway_and_nothing_else_does()
 
 
 def test_the_policy_evaluator_knows_the_rules():
-    pol = {"metadata": {"namespace": "a"}, "spec": {"podSelector": {"matchLabels": {"r": "db"}},
-                                                    "policyTypes": ["Ingress"],
-                                                    "ingress": [{"from": [{"podSelector": {"matchLabels":
-                                                                                           {"r": "app"}}}],
-                                                                 "ports": [{"port": "http"}]}]}}
+    pol = {
+        "metadata": {"namespace": "a"},
+        "spec": {
+            "podSelector": {"matchLabels": {"r": "db"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"r": "app"}}}], "ports": [{"port": "http"}]}],
+        },
+    }
     db = pod_ref("db", "a", {"r": "db"})
     assert ingress_allowed([pol], db, pod_ref("app", "a", {"r": "app"}), "http")
     assert not ingress_allowed([pol], db, pod_ref("app", "a", {"r": "app"}), "metrics")  # other port

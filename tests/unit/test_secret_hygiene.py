@@ -8,6 +8,7 @@ refuse plain values; and they run the one script that handles a token (ramalama-
 fetch.sh) to prove the token never reaches its log. The gateway's own logs are covered by
 tests/gateway (test_auth.py, test_reliability_hostile.py).
 """
+
 from __future__ import annotations
 
 import http.server
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.paths import CHARTS, REPO, application_charts
+from harness.paths import CHARTS, REPO, application_charts, workload_charts
 from harness.render import HelmError, find, render_chart
 
 CANARY = "sk-canary-5f0c2a9e81d34b7c"
@@ -63,13 +64,27 @@ OVERLAYS = {
         "auth": {"enabled": True, "existingSecret": "gateway-keys-" + CANARY, "secretKey": "api-keys.json"},
     },
     "vllm-models": {
-        "models": [{"modelName": "alpha", "huggingfaceId": "org/alpha", "env": env_canaries(),
-                    "extraArgs": ["--api-key", CANARY], "hfToken": {"secretName": "hf-" + CANARY, "key": "token"}}],
+        "models": [
+            {
+                "modelName": "alpha",
+                "huggingfaceId": "org/alpha",
+                "env": env_canaries(),
+                "extraArgs": ["--api-key", CANARY],
+                "hfToken": {"secretName": "hf-" + CANARY, "key": "token"},
+            }
+        ],
     },
     "ramalama-models": {
         "fetch": {"enabled": True, "tokenSecret": {"name": "hf-" + CANARY, "key": "token"}},
-        "models": [{"modelName": "alpha", "gguf": "alpha.gguf", "env": env_canaries(),
-                    "extraArgs": ["--api-key", CANARY], "url": "https://models.example/alpha.gguf"}],
+        "models": [
+            {
+                "modelName": "alpha",
+                "gguf": "alpha.gguf",
+                "env": env_canaries(),
+                "extraArgs": ["--api-key", CANARY],
+                "url": "https://models.example/alpha.gguf",
+            }
+        ],
     },
     "openwebui": {
         "extraEnv": env_canaries(),
@@ -82,7 +97,7 @@ OVERLAYS = {
 
 
 def test_every_chart_has_a_canary_overlay():
-    assert set(OVERLAYS) == {c.name for c in application_charts()}
+    assert set(OVERLAYS) == {c.name for c in workload_charts()}
 
 
 @pytest.mark.parametrize("chart", sorted(OVERLAYS))
@@ -96,7 +111,7 @@ def test_canaries_never_reach_configmaps_annotations_or_labels(chart):
     assert not leaks(manifests), leaks(manifests)
 
 
-@pytest.mark.parametrize("chart", [c.name for c in application_charts()])
+@pytest.mark.parametrize("chart", [c.name for c in workload_charts()])
 def test_charts_render_no_secret_objects(chart):
     # Secrets come from existing ones only: a rendered Secret would hold a value from values.yaml
     # (or one generated per render, which Argo CD shows as drift forever).
@@ -133,30 +148,54 @@ def test_secret_references_stay_references():
 
 REFUSED = {
     "vllm-models: HF_TOKEN as a plain env value": (
-        "vllm-models", {"models": [{"modelName": "a", "huggingfaceId": "o/a",
-                                    "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]}, "HF_TOKEN"),
+        "vllm-models",
+        {"models": [{"modelName": "a", "huggingfaceId": "o/a", "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]},
+        "HF_TOKEN",
+    ),
     "vllm-models: hfToken as a string": (
-        "vllm-models", {"models": [{"modelName": "a", "huggingfaceId": "o/a", "hfToken": HF_CANARY}]}, "hfToken"),
-    "vllm-models: defaults.hfToken.value": (
-        "vllm-models", {"defaults": {"hfToken": {"value": HF_CANARY}}}, "hfToken"),
+        "vllm-models",
+        {"models": [{"modelName": "a", "huggingfaceId": "o/a", "hfToken": HF_CANARY}]},
+        "hfToken",
+    ),
+    "vllm-models: defaults.hfToken.value": ("vllm-models", {"defaults": {"hfToken": {"value": HF_CANARY}}}, "hfToken"),
     "openwebui: secretKey.value": ("openwebui", {"secretKey": {"value": CANARY}}, "secretKey"),
     "openwebui: gateway.apiKey.value": ("openwebui", {"gateway": {"apiKey": {"value": CANARY}}}, "apiKey"),
     "openwebui: externalDatabase.url": ("openwebui", {"externalDatabase": {"url": DB_CANARY}}, "externalDatabase"),
     "api-gateway: auth.keys inline": (
-        "api-gateway", {"auth": {"enabled": True, "keys": [{"name": "a", "key": CANARY}]}}, "keys"),
+        "api-gateway",
+        {"auth": {"enabled": True, "keys": [{"name": "a", "key": CANARY}]}},
+        "keys",
+    ),
     "ramalama-models: fetch.tokenSecret.value": (
-        "ramalama-models", {"fetch": {"tokenSecret": {"value": HF_CANARY}}}, "tokenSecret"),
+        "ramalama-models",
+        {"fetch": {"tokenSecret": {"value": HF_CANARY}}},
+        "tokenSecret",
+    ),
 }
 
 # Plain values under env names that are secrets by definition (openwebui's were accepted until these tests).
 SECRET_ENV = [
-    ("vllm-models", "models[0].env", "HF_TOKEN", {"models": [{"modelName": "a", "huggingfaceId": "o/a",
-                                                              "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]}),
-    ("ramalama-models", "models[0].env", "HF_TOKEN",
-     {"models": [{"modelName": "a", "gguf": "a.gguf", "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]}),
-    ("ramalama-models", "defaults.env", "HF_TOKEN",
-     {"defaults": {"env": [{"name": "HF_TOKEN", "value": HF_CANARY}]},
-      "models": [{"modelName": "a", "gguf": "a.gguf"}]}),
+    (
+        "vllm-models",
+        "models[0].env",
+        "HF_TOKEN",
+        {"models": [{"modelName": "a", "huggingfaceId": "o/a", "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]},
+    ),
+    (
+        "ramalama-models",
+        "models[0].env",
+        "HF_TOKEN",
+        {"models": [{"modelName": "a", "gguf": "a.gguf", "env": [{"name": "HF_TOKEN", "value": HF_CANARY}]}]},
+    ),
+    (
+        "ramalama-models",
+        "defaults.env",
+        "HF_TOKEN",
+        {
+            "defaults": {"env": [{"name": "HF_TOKEN", "value": HF_CANARY}]},
+            "models": [{"modelName": "a", "gguf": "a.gguf"}],
+        },
+    ),
     ("openwebui", "extraEnv", "WEBUI_SECRET_KEY", {"extraEnv": [{"name": "WEBUI_SECRET_KEY", "value": CANARY}]}),
     ("openwebui", "extraEnv", "OPENAI_API_KEYS", {"extraEnv": [{"name": "OPENAI_API_KEYS", "value": CANARY}]}),
     ("openwebui", "extraEnv", "DATABASE_URL", {"extraEnv": [{"name": "DATABASE_URL", "value": DB_CANARY}]}),
@@ -189,7 +228,7 @@ BODY = b"GGUF-fake-model-bytes"
 class _Server(http.server.BaseHTTPRequestHandler):
     seen: list = []
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         _Server.seen.append(self.headers.get("Authorization"))
         if self.headers.get("Authorization") != f"Bearer {HF_CANARY}":
             self.send_response(401)
@@ -232,10 +271,14 @@ def test_fetch_script_never_logs_the_token(tmp_path, model_server, client, token
     if client == "curl" and not shutil.which("curl"):
         # Fail, never skip: fetch.sh's curl branch is the one the images use.
         pytest.fail("curl is not installed; the curl branch of fetch.sh cannot be tested (apt-get install curl)")
-    env = {"PATH": os.environ["PATH"] if client == "curl" else _no_curl_path(tmp_path),
-           "MODEL_PATH": str(tmp_path / "models" / "m.gguf"), "MODEL_URL": model_server + "/m.gguf",
-           "FETCH_TIMEOUT": "20", "POD_NAME": "pod-0",
-           "FETCH_TOKEN": HF_CANARY if token_ok else HF_CANARY[:-1] + "Q"}
+    env = {
+        "PATH": os.environ["PATH"] if client == "curl" else _no_curl_path(tmp_path),
+        "MODEL_PATH": str(tmp_path / "models" / "m.gguf"),
+        "MODEL_URL": model_server + "/m.gguf",
+        "FETCH_TIMEOUT": "20",
+        "POD_NAME": "pod-0",
+        "FETCH_TOKEN": HF_CANARY if token_ok else HF_CANARY[:-1] + "Q",
+    }
     proc = subprocess.run(["sh", str(FETCH)], env=env, capture_output=True, text=True, timeout=60)
     log = proc.stdout + proc.stderr
     assert (proc.returncode == 0) is token_ok, log
@@ -246,8 +289,11 @@ def test_fetch_script_never_logs_the_token(tmp_path, model_server, client, token
 
 
 # Found by this test (fetch.sh printed the whole URL); ramalama-models now refuses such URLs.
-@pytest.mark.parametrize("url", [f"https://u:{CANARY}@models.example/a.gguf",
-                                 f"https://models.example/a.gguf?token={CANARY}"], ids=["userinfo", "query"])
+@pytest.mark.parametrize(
+    "url",
+    [f"https://u:{CANARY}@models.example/a.gguf", f"https://models.example/a.gguf?token={CANARY}"],
+    ids=["userinfo", "query"],
+)
 def test_a_credential_in_the_fetch_url_is_refused_or_never_logged(tmp_path, url):
     values = {"fetch": {"enabled": True}, "models": [{"modelName": "a", "gguf": "a.gguf", "url": url}]}
     try:
@@ -255,15 +301,20 @@ def test_a_credential_in_the_fetch_url_is_refused_or_never_logged(tmp_path, url)
     except HelmError as exc:
         assert "url" in exc.stderr
         return
-    env = {"PATH": os.environ["PATH"], "MODEL_PATH": str(tmp_path / "m.gguf"), "FETCH_TIMEOUT": "2",
-           "MODEL_URL": url.replace("models.example", "127.0.0.1:9")}
+    env = {
+        "PATH": os.environ["PATH"],
+        "MODEL_PATH": str(tmp_path / "m.gguf"),
+        "FETCH_TIMEOUT": "2",
+        "MODEL_URL": url.replace("models.example", "127.0.0.1:9"),
+    }
     proc = subprocess.run(["sh", str(FETCH)], env=env, capture_output=True, text=True, timeout=60)
     assert CANARY not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 def test_fetch_token_reaches_the_init_container_only_as_a_secret_ref():
-    manifests = render_chart("ramalama-models", yaml.safe_load((CHARTS / "ramalama-models" / "ci" /
-                                                                 "fetch-values.yaml").read_text()))
+    manifests = render_chart(
+        "ramalama-models", yaml.safe_load((CHARTS / "ramalama-models" / "ci" / "fetch-values.yaml").read_text())
+    )
     for d in find(manifests, "Deployment"):
         for c in d["spec"]["template"]["spec"].get("initContainers") or []:
             token = [e for e in c.get("env") or [] if e["name"] == "FETCH_TOKEN"]

@@ -1,36 +1,33 @@
 """Sessions for chart maintainers. Plain `nox` runs the fast default set.
 
-    nox                 lint + unit + gateway (+ the sessions later issues add to the default set)
-    nox -s gateway      api-gateway on real nginx + Lua (Debian packages; installs them as root)
-    nox -s unit -- -k vllm     arguments after -- reach pytest
-    nox -s soak         10-minute gateway soak (opt-in); lint queues the checkov session
+nox                 lint + unit + gateway (+ the sessions later issues add to the default set)
+nox -s gateway      api-gateway on real nginx + Lua (Debian packages; installs them as root)
+nox -s unit -- -k vllm     arguments after -- reach pytest
+nox -s soak         10-minute gateway soak (opt-in); lint queues the checkov session
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import nox
 
 REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO / "tests"))
+from harness import paths  # noqa: E402  (the one list of charts; standard library only)
+
 TOOLS_BIN = Path(os.environ.get("LLM_CHARTS_TOOLS_DIR", REPO / ".tools")) / "bin"
 REQUIREMENTS = "tests/requirements.txt"
-LIBRARY_CHARTS = {"model-catalog"}
+LINT_REQUIREMENTS = "tests/requirements-lint.txt"
 
 nox.options.sessions = ["lint", "unit", "gateway"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-
-
-def _charts() -> list[Path]:
-    return sorted(p.parent for p in (REPO / "charts").glob("*/Chart.yaml"))
-
-
-def _app_charts() -> list[Path]:
-    return [c for c in _charts() if c.name not in LIBRARY_CHARTS]
 
 
 def _setup(session: nox.Session) -> dict[str, str]:
@@ -59,39 +56,43 @@ def gateway(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ct lint over all charts, yamllint on values/Chart files and rendered output, README tables,
-    luacheck and the busted unit tests of the gateway's Lua."""
+    """ct lint over every chart (its version-increment check on the changed ones: tools/ct_lint.py),
+    yamllint on Chart/values/ci files and rendered output, README tables, ruff and mypy, luacheck and
+    the busted unit tests of the gateway's Lua."""
     env = _setup(session)
-    ct_etc = REPO / ".tools" / "etc" / "ct"
-    session.run(
-        str(TOOLS_BIN / "ct"), "lint", "--all", "--chart-dirs", "charts",
-        "--validate-maintainers=false", "--check-version-increment=false",
-        "--chart-yaml-schema", str(ct_etc / "chart_schema.yaml"),
-        "--lint-conf", str(ct_etc / "lintconf.yaml"),
-        external=True, env=env,
-    )
-    yaml_files = [str(p) for c in _charts() for p in
-                  [c / "Chart.yaml", *c.glob("values.yaml"), *sorted((c / "ci").glob("*.yaml"))]]
+    session.install("-r", LINT_REQUIREMENTS)
+    session.run("python", "tools/ct_lint.py", *[str(c.relative_to(REPO)) for c in paths.charts()], env=env)
+    yaml_files = [
+        str(p)
+        for c in paths.charts()
+        for p in [c / "Chart.yaml", *c.glob("values.yaml"), *sorted((c / "ci").glob("*.yaml"))]
+    ]
     session.run("yamllint", "--strict", "-c", ".yamllint.yaml", "models.yaml", *yaml_files)
     rendered = REPO / "build" / "rendered"
     shutil.rmtree(rendered, ignore_errors=True)
     rendered.mkdir(parents=True)
     helm = str(TOOLS_BIN / "helm")
-    for chart in _app_charts():
-        for values in sorted((chart / "ci").glob("*-values.yaml")):
-            out = rendered / f"{chart.name}--{values.stem}.yaml"
-            out.write_text(subprocess.run(
-                [helm, "template", "lint", str(chart), "-f", str(values)],
-                check=True, capture_output=True, text=True).stdout)
+    for values in paths.ci_values_files():
+        chart = values.parent.parent
+        out = rendered / f"{chart.name}--{values.stem}.yaml"
+        out.write_text(
+            subprocess.run(
+                [helm, "template", "lint", str(chart), "-f", str(values)], check=True, capture_output=True, text=True
+            ).stdout
+        )
     session.run("yamllint", "--strict", "-c", ".yamllint-rendered.yaml", str(rendered))
-    _lua(session)
     _check_readmes(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")  # files and settings: pyproject.toml
+    _lua(session)
     session.notify("checkov")  # heavy: its own venv
 
 
 def _lua(session: nox.Session) -> None:
     """luacheck (std ngx_lua, no global writes: .luacheckrc) and busted over the gateway's Lua modules."""
     import sys
+
     sys.path.insert(0, str(REPO / "tools"))
     import bootstrap  # tools/bootstrap.py: the one place that installs system packages
 
@@ -101,15 +102,22 @@ def _lua(session: nox.Session) -> None:
     session.run("busted", f"--lpath={lua}/?.lua;tests/lua/?.lua", "tests/lua", external=True)
 
 
+def _helm_docs(chart_root: Path) -> None:
+    subprocess.run(
+        [str(TOOLS_BIN / "helm-docs"), "--chart-search-root", str(chart_root), "--log-level", "warning"], check=True
+    )
+
+
 def _check_readmes(session: nox.Session) -> None:
     """Fail when a chart README's parameter table no longer matches values.yaml."""
+    stale = []
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "charts"
-        shutil.copytree(REPO / "charts", copy, ignore=shutil.ignore_patterns("charts"))
-        subprocess.run([str(TOOLS_BIN / "helm-docs"), "--chart-search-root", str(copy),
-                        "--log-level", "warning"], check=True)
-        stale = [c.name for c in _app_charts()
-                 if (copy / c.name / "README.md").read_text() != (c / "README.md").read_text()]
+        for chart in paths.charts():
+            copy = Path(tmp) / chart.name
+            shutil.copytree(chart, copy, ignore=shutil.ignore_patterns("charts"))
+            _helm_docs(copy)
+            if (copy / "README.md").read_text() != (chart / "README.md").read_text():
+                stale.append(str(chart.relative_to(REPO)))
     if stale:
         session.error(f"README parameter tables out of date for {', '.join(stale)}: run `nox -s docs`")
     session.log("chart READMEs are up to date with values.yaml")
@@ -129,9 +137,28 @@ def checkov(session: nox.Session) -> None:
     shutil.rmtree(out, ignore_errors=True)
     env = {"PATH": os.pathsep.join([str(TOOLS_BIN), session.bin, os.environ["PATH"]])}
     # CKV_K8S_21 (default namespace): checkov renders without --namespace; the charts take the release's.
-    session.run("checkov", "-d", "charts", "--framework", "helm", "--skip-download", "--quiet", "--compact",
-                "--var-file", "models.yaml", "--skip-path", "model-catalog", "--skip-check", "CKV_K8S_21",
-                "-o", "json", "--output-file-path", str(out), env=env, success_codes=[0, 1])
+    session.run(
+        "checkov",
+        "-d",
+        "charts",
+        "--framework",
+        "helm",
+        "--skip-download",
+        "--quiet",
+        "--compact",
+        "--var-file",
+        "models.yaml",
+        "--skip-path",
+        "model-catalog",
+        "--skip-check",
+        "CKV_K8S_21",
+        "-o",
+        "json",
+        "--output-file-path",
+        str(out),
+        env=env,
+        success_codes=[0, 1],
+    )
     _checkov_gate(session, out / "results_json.json", prune="--prune" in session.posargs)
 
 
@@ -152,11 +179,15 @@ def _checkov_gate(session: nox.Session, results: Path, prune: bool) -> None:
         CHECKOV_BASELINE.write_text(json.dumps(baseline, indent=2) + "\n")
         session.log(f"checkov: dropped {len(gone)} fixed findings from {CHECKOV_BASELINE.name}")
     elif gone:
-        session.error(f"checkov: fixed findings still in {CHECKOV_BASELINE.name} (the baseline only shrinks; "
-                      f"`nox -s checkov -- --prune`): {gone}")
+        session.error(
+            f"checkov: fixed findings still in {CHECKOV_BASELINE.name} (the baseline only shrinks; "
+            f"`nox -s checkov -- --prune`): {gone}"
+        )
     if new:
-        session.error(f"checkov: new findings (fix them; a stated exception goes into {CHECKOV_BASELINE.name} "
-                      f"with its reason in review): {new}")
+        session.error(
+            f"checkov: new findings (fix them; a stated exception goes into {CHECKOV_BASELINE.name} "
+            f"with its reason in review): {new}"
+        )
     unexplained = {c for c, _, _ in found} - set(baseline["reasons"])
     if unexplained:
         session.error(f"checkov: baseline checks without a reason: {sorted(unexplained)}")
@@ -169,8 +200,15 @@ def soak(session: nox.Session) -> None:
     env = _setup(session)
     session.run("python", "-m", "gateway.runner", env={**env, "PYTHONPATH": "tests"})
     seconds = os.environ.get("GATEWAY_SOAK_SECONDS", "600")
-    session.run("pytest", "-c", "tests/pytest.ini", "tests/gateway/test_reliability_soak.py", "-s",
-                *session.posargs, env={**env, "GATEWAY_SOAK_SECONDS": seconds})
+    session.run(
+        "pytest",
+        "-c",
+        "tests/pytest.ini",
+        "tests/gateway/test_reliability_soak.py",
+        "-s",
+        *session.posargs,
+        env={**env, "GATEWAY_SOAK_SECONDS": seconds},
+    )
 
 
 @nox.session
@@ -178,7 +216,8 @@ def docs(session: nox.Session) -> None:
     """Regenerate chart READMEs (helm-docs) and the shared schema copies (tools/sync_schemas.py)."""
     _setup(session)
     session.run("python", "tools/sync_schemas.py")
-    session.run(str(TOOLS_BIN / "helm-docs"), "--chart-search-root", "charts", external=True)
+    for chart in paths.charts():
+        _helm_docs(chart)
 
 
 @nox.session

@@ -10,13 +10,15 @@ chunked server-sent events in the exact OpenAI/vLLM streaming format.
 
 Every response carries `X-Mock-Backend: <served name>@<hostname>:<port>`, and
 JSON bodies carry the same string as `system_fingerprint`, so a test can prove
-which backend answered. Test controls ride in the request body under "mock"
+which backend answered; `X-Mock-Connection: <n>` numbers the TCP connection it
+came on (1, 2, ... per server), so a test can prove connections are reused. Test controls ride in the request body under "mock"
 (see README.md); GET /mock/stats returns counters, POST /mock/reset clears them.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import hashlib
 import json
 import signal
@@ -26,6 +28,8 @@ import time
 import uuid
 
 SERVER = "mock-openai/1.0"
+# The number of the connection a handler task serves (each connection has its own task).
+CONNECTION = contextvars.ContextVar("connection", default=0)
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 512 * 1024 * 1024
 DEFAULT_CHUNKS = 8
@@ -196,6 +200,7 @@ class MockServer:
             except OSError:
                 pass
         self.stats["connections"] += 1
+        CONNECTION.set(self.stats["connections"])
         try:
             while True:
                 try:
@@ -286,7 +291,7 @@ class MockServer:
     def base_headers(self, status: int, content_type: str, extra: dict | None = None) -> list[str]:
         lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}",
                  f"Content-Type: {content_type}", f"Server: {SERVER}",
-                 f"X-Mock-Backend: {self.backend}"]
+                 f"X-Mock-Backend: {self.backend}", f"X-Mock-Connection: {CONNECTION.get()}"]
         for k, v in (extra or {}).items():
             lines.append(f"{k}: {v}")
         return lines

@@ -29,8 +29,9 @@ def closed_port() -> int:
 class MockBackend:
     """One mock server on 127.0.0.1; `address` is host:port, `backend_id` what it reports in X-Mock-Backend."""
 
-    def __init__(self, *args: str, log_dir: Path):
+    def __init__(self, *args: str, log_dir: Path, host: str = "127.0.0.1"):
         self.args = list(args)
+        self.host = host  # any 127.0.0.0/8 address: several "pods" on one port each
         self.log_path = Path(log_dir) / f"mock-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen | None = None
         self.port = 0
@@ -39,7 +40,7 @@ class MockBackend:
     def start(self, timeout: float = 10.0) -> "MockBackend":
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(MOCK), "--host", "127.0.0.1", "--port", "0", "--mock-quiet", *self.args],
+            [sys.executable, str(MOCK), "--host", self.host, "--port", "0", "--mock-quiet", *self.args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + timeout
@@ -58,7 +59,7 @@ class MockBackend:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:

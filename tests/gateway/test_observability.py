@@ -43,8 +43,7 @@ def test_metrics_count_requests_per_model(gateway, backends):
             if line.startswith("#") or not line.strip():
                 continue
             m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+([0-9.eE+-]+)$', line)
-            if m and "request" in m.group(1) and m.group(1).endswith("_total") \
-                    and re.search(rf'model="{model}"', m.group(2)):
+            if m and m.group(1) == "gateway_requests_total" and re.search(rf'model="{model}"', m.group(2)):
                 total += float(m.group(3))
         return total
 

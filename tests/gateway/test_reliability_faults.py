@@ -93,7 +93,7 @@ class TestBackendDownFromTheStart:
 @pytest.fixture(scope="module")
 def dead_while_ready(gateway_factory, tmp_path_factory):
     """A gateway whose `beta` passed its first health check, then died. The checks run once an
-    hour here, so its state stays `ready`: requests are proxied and the refused connect is a 502."""
+    hour here, so only a request can find out."""
     backend = MockBackend("--model", "/mnt/models/beta.gguf", "--alias", "beta", "--alias", "beta-small",
                           log_dir=tmp_path_factory.mktemp("dead-while-ready"))
     backend.start()
@@ -108,27 +108,34 @@ def dead_while_ready(gateway_factory, tmp_path_factory):
 
 
 class TestBackendDiesWhileReady:
-    def assert_still_ready(self, gw):
-        assert ready_of(models_by_id(gw)[0]["beta"]) is True, "the state changed: the test proves nothing"
+    """The model's only pod dies between two health checks: the request that finds it
+    refusing connects marks it failed (skipped for healthCheck.failTimeoutSeconds), and with
+    no other pod the answer is the same 503 as for a model that is not ready, at once."""
 
-    def test_plain_request_is_502_json_fast(self, dead_while_ready):
+    def assert_was_ready(self, gw):
+        # The health checks (interval 1 h here) never saw it die: only the request did.
+        assert ready_of(models_by_id(gw)[0]["beta"]) is not None, "never checked: the test proves nothing"
+
+    def test_plain_request_is_503_json_fast(self, dead_while_ready):
         gw = dead_while_ready
+        self.assert_was_ready(gw)
         t0 = time.monotonic()
         resp = post(gw, "/v1/embeddings", {"model": "beta", "input": "x"})
-        error(resp, 502, gw, code="upstream_unavailable")
+        error(resp, 503, gw, code="model_not_ready")
         assert time.monotonic() - t0 < 2, "a refused connect must fail fast (connect timeout is 1 s here)"
         assert resp.headers.get("X-Gateway-Model") == "beta", describe(resp, gw)
-        assert "Retry-After" not in resp.headers, describe(resp, gw)
-        self.assert_still_ready(gw)
+        assert resp.headers.get("Retry-After", "").isdigit(), describe(resp, gw)
+        # Skipped from now on: the next request does not even try it.
+        assert ready_of(models_by_id(gw)[0]["beta"]) is False, models_by_id(gw)
+        error(post(gw, "/v1/embeddings", {"model": "beta", "input": "x"}), 503, gw, code="model_not_ready")
 
-    def test_stream_request_is_502_json_not_an_event_stream(self, dead_while_ready):
+    def test_stream_request_is_503_json_not_an_event_stream(self, dead_while_ready):
         gw = dead_while_ready
         resp = stream(gw, chat(model="beta"))
-        assert resp.status == 502, (resp.status, resp.body)
+        assert resp.status == 503, (resp.status, resp.body)
         assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
-        assert json.loads(resp.body)["error"]["code"] == "upstream_unavailable", resp.body
+        assert json.loads(resp.body)["error"]["code"] == "model_not_ready", resp.body
         assert not resp.events or "data:" not in resp.body.decode(), resp.body
-        self.assert_still_ready(gw)
 
 
 class TestBackendHangs:

@@ -10,11 +10,14 @@ local function config_dir(routes, settings)
     return dir
 end
 
+local BALANCING = { policy = "least-request" }
 local ROUTES = {
     defaultModel = "b",
     routes = {
-        { name = "a", aliases = { "org/A" }, upstream = "gateway-model-a", host = "a" },
-        { name = "b", aliases = {}, upstream = "gateway-model-b", host = "b" },
+        { name = "a", aliases = { "org/A" }, host = "a", balancing = BALANCING,
+          discovery = { srv = "_http._tcp.vllm-a-pods.llm.svc.cluster.local" } },
+        { name = "b", aliases = {}, host = "b", balancing = BALANCING,
+          discovery = { servers = { { host = "10.0.0.9", port = 8000 } } } },
     },
 }
 
@@ -39,8 +42,43 @@ describe("gateway_config", function()
         local by_name = assert(config.index_routes(ROUTES.routes))
         assert.equal("a", by_name["org/A"].name)
         assert.equal("b", by_name.b.name)
-        local _, err = config.index_routes({ { name = "a", upstream = "u" }, { name = "b", aliases = { "a" }, upstream = "v" } })
+        local _, err = config.index_routes({ ROUTES.routes[1], { name = "b", aliases = { "a" }, host = "b",
+                                              balancing = BALANCING, discovery = ROUTES.routes[2].discovery } })
         assert.matches('"a" is used twice', err)
+    end)
+
+    it("prepares each route for the request path, and refuses a route it cannot use", function()
+        local route = assert(config.prepare_route({ name = "m", host = "h", healthPath = "/ping",
+            discovery = { srv = "_http._tcp.x" }, balancing = { policy = "session", sessionHeader = "X-Session-Id" } }, 1))
+        assert.equal("http_x_session_id", route.balancing.header_var)
+        assert.equal("/ping", route.health_path)
+        assert.equal(3, route.balancing.maxTries)
+        assert.equal("ver\0m", route.version_key)
+        for _, bad in ipairs({
+            { name = "m", host = "h", balancing = { policy = "random" }, discovery = { srv = "x" } },
+            { name = "m", host = "h", balancing = BALANCING, discovery = {} },
+            { name = "m", host = "h", balancing = BALANCING, discovery = { servers = { { host = "x" } } } },
+            { name = "m", balancing = BALANCING, discovery = { srv = "x" } },
+        }) do
+            local ok, err = config.prepare_route(bad, 7)
+            assert.is_nil(ok)
+            assert.matches("routes%[7%]", err)
+        end
+    end)
+
+    it("knows which body fields hold session keys and whether DNS is needed", function()
+        local routes = {
+            { name = "s", host = "h", balancing = { policy = "session", sessionField = "user" },
+              discovery = { servers = { { host = "10.0.0.1", port = 1 } } } },
+            { name = "p", host = "h", balancing = { policy = "prefix", sessionField = "ignored" },
+              discovery = { servers = { { host = "10.0.0.2", port = 1 } } } },
+        }
+        config.init(config_dir({ routes = routes }, { body = { maxSize = "1m" } }))
+        assert.same({ user = true }, config.session_fields)
+        assert.is_false(config.needs_dns)
+        routes[2].discovery = { servers = { { host = "external.example", port = 80 } } }
+        config.init(config_dir({ routes = routes }, { body = { maxSize = "1m" } }))
+        assert.is_true(config.needs_dns)
     end)
 
     it("loads routes, the default model and settings", function()

@@ -19,7 +19,7 @@ describe("gateway_metrics", function()
         metrics.log()
 
         local entries = fake.shared.gateway_metrics.data
-        local text = metrics.render(entries, { a = true, b = false, c = "unknown" })
+        local text = metrics.render(entries, { a = { ready = true }, b = { ready = false }, c = {} })
         assert.matches('gateway_requests_total{model="a",status="200"} 2', text, 1, true)
         assert.matches('gateway_requests_total{model="",status="404"} 1', text, 1, true)
         assert.matches('gateway_response_bytes_total{model="a"} 240', text, 1, true)
@@ -35,6 +35,28 @@ describe("gateway_metrics", function()
         assert.matches('gateway_model_ready{model="b"} 0', text, 1, true)
         assert.matches('gateway_model_ready{model="c"} -1', text, 1, true)
         assert.matches("# TYPE gateway_request_duration_seconds histogram", text, 1, true)
+    end)
+
+    it("counts per endpoint, balancer decisions, replicas and in-flight requests", function()
+        local fake = stub.reset({ var = { gateway_model = "a", status = "200", bytes_sent = "1", request_time = "0.1",
+                                          gateway_ttfb = "", gateway_endpoint = "10.0.0.1:8000",
+                                          upstream_status = "502, 200" } })
+        local metrics = require "gateway_metrics"
+        metrics.log()
+        metrics.decision({ name = "a" }, "affinity")
+        metrics.decision({ name = "a" }, "spill")
+        metrics.upstream_failure({ name = "a" }, { id = "10.0.0.9:8000" })
+        local text = metrics.render(fake.shared.gateway_metrics.data, {
+            a = { ready = true, replicas = { 2, 3 }, inflight = { ["10.0.0.1:8000"] = 4 } } })
+        -- The status of the last attempt counts.
+        assert.matches('gateway_upstream_requests_total{model="a",endpoint="10.0.0.1:8000",status="200"} 1', text, 1,
+            true)
+        assert.matches('gateway_upstream_failures_total{model="a",endpoint="10.0.0.9:8000"} 1', text, 1, true)
+        assert.matches('gateway_balancer_decisions_total{model="a",decision="affinity"} 1', text, 1, true)
+        assert.matches('gateway_balancer_decisions_total{model="a",decision="spill"} 1', text, 1, true)
+        assert.matches('gateway_model_replicas{model="a",state="ready"} 2', text, 1, true)
+        assert.matches('gateway_model_replicas{model="a",state="total"} 3', text, 1, true)
+        assert.matches('gateway_upstream_in_flight{model="a",endpoint="10.0.0.1:8000"} 4', text, 1, true)
     end)
 
     it("buckets are cumulative and end with +Inf", function()

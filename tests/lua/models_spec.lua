@@ -1,10 +1,29 @@
 local stub = require "ngx_stub"
 local cjson = require "cjson.safe"
 
-local ROUTES = {
-    { name = "a", aliases = { "org/A" }, upstream = "gateway-model-a" },
-    { name = "b", aliases = {}, upstream = "gateway-model-b" },
-}
+local function routes()
+    local out = {}
+    for i, r in ipairs({ { name = "a", aliases = { "org/A" } }, { name = "b", aliases = {} } }) do
+        r.host = r.name
+        r.balancing = { policy = "least-request" }
+        r.discovery = { srv = "_http._tcp." .. r.name .. "-pods" }
+        out[i] = r
+    end
+    return out
+end
+
+-- Model a: one pod, b: two pods; health states by pod (nil: not checked yet).
+local function discover(fake, a_state, b_states)
+    local endpoints = require "gateway_endpoints"
+    endpoints.publish("a", { { address = "10.0.0.1", port = 8000 } })
+    endpoints.publish("b", { { address = "10.0.0.2", port = 8000 }, { address = "10.0.0.3", port = 8000 } })
+    local dict = fake.shared.gateway_endpoints
+    dict:set("resolved", true)
+    dict:set("h\0a\0" .. "10.0.0.1:8000", a_state)
+    for i, state in ipairs(b_states or {}) do
+        dict:set("h\0b\0" .. "10.0.0." .. (i + 1) .. ":8000", state)
+    end
+end
 
 local function setup(opts, settings)
     opts.var = opts.var or {}
@@ -12,8 +31,8 @@ local function setup(opts, settings)
     opts.method = opts.method or "GET"
     local fake = stub.reset(opts)
     local config = require "gateway_config"
-    config.routes = ROUTES
-    config.by_name = assert(config.index_routes(ROUTES))
+    config.routes = routes()
+    config.by_name = assert(config.index_routes(config.routes))
     config.auth_enabled = false
     config.health = { enabled = true, intervalSeconds = 5 }
     config.created = 1700000000
@@ -24,10 +43,9 @@ local function setup(opts, settings)
 end
 
 describe("gateway_models", function()
-    it("lists every model in the OpenAI format, with aliases and readiness", function()
+    it("lists every model in the OpenAI format, with aliases, readiness and replicas", function()
         local fake, models = setup({})
-        fake.shared.gateway_health:set("a", "ready")
-        fake.shared.gateway_health:set("b", "loading")
+        discover(fake, "ready", { "loading", "loading" })
         models.list()
         local doc = stub.sent_json(fake)
         assert.equal("list", doc.object)
@@ -41,14 +59,35 @@ describe("gateway_models", function()
         assert.is_true(a.ready)
         assert.is_false(b.ready)
         assert.equal("loading", b.status)
+        assert.same({ ready = 1, total = 1 }, a.replicas)
+        assert.same({ ready = 0, total = 2 }, b.replicas)
         -- An empty alias list stays a JSON list.
         assert.matches('"aliases":%[%]', table.concat(fake.sent.body))
     end)
 
-    it("says null readiness before the first health check", function()
+    it("says null readiness before discovery and before the first health check", function()
         local fake, models = setup({})
         models.list()
         assert.equal(cjson.null, stub.sent_json(fake).data[1].ready)
+        assert.equal("unknown", stub.sent_json(fake).data[1].status)
+        fake, models = setup({})
+        discover(fake, nil, { "ready", nil })
+        models.list()
+        local doc = stub.sent_json(fake)
+        assert.equal(cjson.null, doc.data[1].ready)
+        assert.same({ ready = 1, total = 1 }, doc.data[1].replicas)
+        assert.is_true(doc.data[2].ready)
+        assert.same({ ready = 2, total = 2 }, doc.data[2].replicas)
+    end)
+
+    it("says no_endpoints for a model without pods", function()
+        local fake, models = setup({})
+        fake.shared.gateway_endpoints:set("resolved", true)
+        models.get("a")
+        local doc = stub.sent_json(fake)
+        assert.is_false(doc.ready)
+        assert.equal("no_endpoints", doc.status)
+        assert.same({ ready = 0, total = 0 }, doc.replicas)
     end)
 
     it("lists only what the key may use", function()

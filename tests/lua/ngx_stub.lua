@@ -8,6 +8,7 @@ local function shared_dict()
     local dict = {}
     function dict:get(key) return data[key] end
     function dict:set(key, value) data[key] = value; return true end
+    function dict:delete(key) data[key] = nil end
     function dict:incr(key, value, init)
         if data[key] == nil then
             if init == nil then return nil, "not found" end
@@ -30,6 +31,27 @@ local function digest(s)
     return "digest:" .. s
 end
 
+-- CRC-32 (IEEE), as ngx.crc32_long computes it: the balancer's hash ring must
+-- behave here as it does in nginx.
+local bit = require "bit"
+local CRC = {}
+for i = 0, 255 do
+    local c = i
+    for _ = 1, 8 do
+        c = bit.band(c, 1) == 1 and bit.bxor(0xEDB88320, bit.rshift(c, 1)) or bit.rshift(c, 1)
+    end
+    CRC[i] = c
+end
+local function crc32(s)
+    local c = 0xFFFFFFFF
+    for i = 1, #s do
+        c = bit.bxor(CRC[bit.band(bit.bxor(c, s:byte(i)), 0xFF)], bit.rshift(c, 8))
+    end
+    c = bit.bxor(c, 0xFFFFFFFF)
+    return c < 0 and c + 4294967296 or c
+end
+M.crc32 = crc32
+
 function M.reset(opts)
     opts = opts or {}
     for name in pairs(package.loaded) do
@@ -48,11 +70,14 @@ function M.reset(opts)
         var = opts.var or {},
         shared = {
             gateway_metrics = shared_dict(),
-            gateway_health = shared_dict(),
+            gateway_endpoints = shared_dict(),
+            gateway_inflight = shared_dict(),
             gateway_ratelimit = shared_dict(),
         },
+        ctx = {},
+        crc32_long = crc32,
         sent = sent,
-        now = function() return opts.now or 1000.5 end,
+        now = function() return fake.clock or opts.now or 1000.5 end,
         time = function() return 1000 end,
         sha1_bin = digest,
         unescape_uri = function(s)

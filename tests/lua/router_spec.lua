@@ -1,19 +1,31 @@
 local stub = require "ngx_stub"
 
-local ROUTES = {
-    { name = "a", aliases = { "org/A" }, upstream = "gateway-model-a", host = "svc-a.ns.svc.cluster.local" },
-    { name = "b", aliases = {}, upstream = "gateway-model-b", host = "svc-b.ns.svc.cluster.local" },
-}
+local function routes()
+    return {
+        { name = "a", aliases = { "org/A" }, host = "svc-a.ns.svc.cluster.local",
+          balancing = { policy = "least-request" }, discovery = { srv = "_http._tcp.svc-a-pods.ns.svc.cluster.local" } },
+        { name = "b", aliases = {}, host = "svc-b.ns.svc.cluster.local",
+          balancing = { policy = "least-request" }, discovery = { srv = "_http._tcp.svc-b-pods.ns.svc.cluster.local" } },
+    }
+end
 
--- A router over a loaded config, with the request described by opts.
+-- Endpoint id -> health state ("ready", "loading", "unreachable"; nil: not checked yet).
+local function set_health(fake, model, id, state)
+    fake.shared.gateway_endpoints:set("h\0" .. model .. "\0" .. id, state)
+    fake.shared.gateway_endpoints:incr("hver\0" .. model, 1, 0)
+end
+
+-- A router over a loaded config, with the request described by opts. Models a
+-- and b have one discovered pod each (10.0.0.1:8000, 10.0.0.2:8000).
 local function setup(opts, settings)
     opts.var = opts.var or {}
     opts.var.uri = opts.var.uri or "/v1/chat/completions"
     local fake = stub.reset(opts)
     local config = require "gateway_config"
-    config.routes = ROUTES
-    config.by_name = assert(config.index_routes(ROUTES))
-    config.default_route = ROUTES[1]
+    local list = routes()
+    config.routes = list
+    config.by_name = assert(config.index_routes(list))
+    config.default_route = list[1]
     config.max_body = 1024
     config.auth_enabled = false
     config.health = { enabled = true, intervalSeconds = 5 }
@@ -21,6 +33,10 @@ local function setup(opts, settings)
     for k, v in pairs(settings or {}) do
         config[k] = v
     end
+    local endpoints = require "gateway_endpoints"
+    endpoints.publish("a", { { address = "10.0.0.1", port = 8000 } })
+    endpoints.publish("b", { { address = "10.0.0.2", port = 8000 } })
+    fake.shared.gateway_endpoints:set("resolved", true)
     return fake, require "gateway_router"
 end
 
@@ -29,14 +45,21 @@ local function error_of(fake)
 end
 
 describe("gateway_router.access", function()
-    it("routes by the body's model and sets the nginx variables", function()
+    it("routes by the body's model to one of its pods and sets the nginx variables", function()
         local fake, router = setup({ body = '{"model":"org/A","messages":[]}' })
         router.access()
         assert.is_nil(fake.sent.exited)
         assert.equal("a", fake.var.gateway_model)
-        assert.equal("gateway-model-a", fake.var.gateway_upstream)
+        assert.equal("10.0.0.1:8000", fake.var.gateway_endpoint)
+        assert.equal("10.0.0.1", fake.ctx.endpoint.address)
         assert.equal("svc-a.ns.svc.cluster.local", fake.var.gateway_upstream_host)
         assert.equal("org/A", fake.var.gateway_requested_model)
+        -- In flight on that pod until the log phase.
+        assert.equal(1, fake.shared.gateway_inflight:get("a\0" .. "10.0.0.1:8000"))
+        fake.var.status, fake.var.bytes_sent, fake.var.request_time, fake.var.upstream_status = "200", "10", "0.1", "200"
+        router.log()
+        assert.is_nil(fake.shared.gateway_inflight:get("a\0" .. "10.0.0.1:8000"))
+        assert.equal("", fake.var.gateway_inflight)
     end)
 
     it("uses the default model when the body has none", function()
@@ -95,9 +118,9 @@ describe("gateway_router.access", function()
     end)
 
     for _, state in ipairs({ "loading", "unreachable" }) do
-        it("answers 503 model_not_ready with Retry-After, unproxied, for a model that is " .. state, function()
+        it("answers 503 model_not_ready with Retry-After, unproxied, for a model whose pods are " .. state, function()
             local fake, router = setup({ body = '{"model":"org/A"}' })
-            fake.shared.gateway_health:set("a", state)
+            set_health(fake, "a", "10.0.0.1:8000", state)
             router.access()
             local status, err = error_of(fake)
             assert.equal(503, status)
@@ -108,28 +131,52 @@ describe("gateway_router.access", function()
             assert.equal("5", fake.header["Retry-After"])
             -- Logged and counted under its model, but never proxied.
             assert.equal("a", fake.var.gateway_model)
-            assert.is_nil(fake.var.gateway_upstream)
+            assert.is_nil(fake.var.gateway_endpoint)
         end)
     end
 
-    it("proxies a model whose last check passed, or that has not been checked yet", function()
+    it("answers 503 for a model with no pod (its Service does not exist yet, or is scaled to zero)", function()
+        local fake, router = setup({ body = '{"model":"a"}' })
+        require("gateway_endpoints").publish("a", {})
+        router.access()
+        local status, err = error_of(fake)
+        assert.equal(503, status)
+        assert.matches("no ready replica", err.message)
+    end)
+
+    it("proxies to a pod whose last check passed, or that has not been checked yet", function()
         local fake, router = setup({ body = '{"model":"b"}' })
-        fake.shared.gateway_health:set("b", "ready")
-        fake.shared.gateway_health:set("a", "unreachable")
+        set_health(fake, "b", "10.0.0.2:8000", "ready")
+        set_health(fake, "a", "10.0.0.1:8000", "unreachable")
         router.access()
         assert.is_nil(fake.sent.exited)
-        assert.equal("gateway-model-b", fake.var.gateway_upstream)
+        assert.equal("10.0.0.2:8000", fake.var.gateway_endpoint)
         fake, router = setup({ body = '{"model":"b"}' })
         router.access()
         assert.is_nil(fake.sent.exited)
-        assert.equal("gateway-model-b", fake.var.gateway_upstream)
+        assert.equal("10.0.0.2:8000", fake.var.gateway_endpoint)
+    end)
+
+    it("skips a pod whose connect failed, until failTimeoutSeconds pass", function()
+        local fake, router = setup({ body = '{"model":"b"}' }, { health = { enabled = true, intervalSeconds = 5,
+                                                                           failTimeoutSeconds = 10 } })
+        local route = require("gateway_config").by_name.b
+        require("gateway_health").failed(route, "10.0.0.2:8000")
+        router.access()
+        assert.equal(503, fake.status)
+        fake.clock = 1000.5 + 11
+        fake.status = 0
+        fake.sent.exited = nil
+        router.access()
+        assert.is_nil(fake.sent.exited)
+        assert.equal("10.0.0.2:8000", fake.var.gateway_endpoint)
     end)
 
     it("takes Retry-After from healthCheck.retryAfterSeconds, 0 meaning the check interval", function()
         for retry, want in pairs({ [12] = "12", [0] = "3" }) do
             local fake, router = setup({ body = '{"model":"b"}' },
                 { health = { enabled = true, intervalSeconds = 3, retryAfterSeconds = retry } })
-            fake.shared.gateway_health:set("b", "unreachable")
+            set_health(fake, "b", "10.0.0.2:8000", "unreachable")
             router.access()
             assert.equal(503, fake.status)
             assert.equal(want, fake.header["Retry-After"])
@@ -138,28 +185,20 @@ describe("gateway_router.access", function()
 end)
 
 describe("gateway_router.upstream_error", function()
-    -- nginx's error page after a failed proxy attempt of model "b".
+    -- nginx's error page after a failed proxy attempt of model "b" to its pod.
     local function upstream_error(status, connect_time, state)
         local fake, router = setup({ var = { status = tostring(status), gateway_model = "b",
+                                             gateway_endpoint = "10.0.0.2:8000",
                                              upstream_connect_time = connect_time } })
-        fake.shared.gateway_health:set("b", state)
+        set_health(fake, "b", "10.0.0.2:8000", state)
         router.upstream_error()
         return fake
     end
 
-    it("keeps 502 and 504 for a model whose state is still ready", function()
-        for status, code in pairs({ [502] = "upstream_unavailable", [504] = "upstream_timeout" }) do
-            local fake = upstream_error(status, "-", "ready")
-            assert.equal(status, fake.status)
-            assert.equal(code, stub.sent_json(fake).error.code)
-            assert.is_nil(fake.header["Retry-After"])
-        end
-    end)
-
-    it("answers 503 + Retry-After when the connect failed and the check has meanwhile failed", function()
+    it("answers 503 + Retry-After when the connect failed and the model has no usable pod left", function()
         for _, connect_time in ipairs({ "-", "0.000, -" }) do
             for _, status in ipairs({ 502, 504 }) do
-                local fake = upstream_error(status, connect_time, "unreachable")
+                local fake = upstream_error(status, connect_time, "ready")
                 assert.equal(503, fake.status)
                 assert.equal("model_not_ready", stub.sent_json(fake).error.code)
                 assert.equal("5", fake.header["Retry-After"])
@@ -171,6 +210,8 @@ describe("gateway_router.upstream_error", function()
         for _, connect_time in ipairs({ "0.001", "-, 0.001" }) do
             local fake = upstream_error(502, connect_time, "unreachable")
             assert.equal(502, fake.status)
+            assert.equal("upstream_unavailable", stub.sent_json(fake).error.code)
+            assert.is_nil(fake.header["Retry-After"])
         end
         local fake = upstream_error(504, "0.000", "loading")
         assert.equal(504, fake.status)

@@ -143,13 +143,17 @@ def test_debian_values_load_the_lua_module_at_the_top():
 def test_streaming_settings_and_no_retries_after_send():
     conf = config_map(render(CATALOG))["nginx.conf"]
     for directive in ("proxy_http_version 1.1;", 'proxy_set_header Connection "";', "proxy_buffering off;",
-                      "proxy_cache off;", "gzip off;", "proxy_next_upstream error;",
+                      "proxy_cache off;", "gzip off;", "proxy_next_upstream error timeout;",
+                      "proxy_next_upstream_tries 3;",
                       "add_header X-Accel-Buffering $gateway_accel_buffering always;",
                       "add_header X-Gateway-Model $gateway_model always;",
                       "proxy_set_header X-Gateway-Model $gateway_model;",
                       "proxy_hide_header X-Gateway-Model;"):
         assert directive in conf, directive
-    assert "timeout" not in conf.split("proxy_next_upstream error;")[1].split(";")[0]
+    # Never non_idempotent: nginx resends no POST it has sent (a generation would run twice).
+    assert "non_idempotent" not in conf
+    assert "proxy_next_upstream_tries 5;" in config_map(render(merged(CATALOG, {"balancing": {"maxTries": 5}})))[
+        "nginx.conf"]
 
 
 def test_every_lua_phase_is_a_two_line_shim():
@@ -171,37 +175,52 @@ def test_routes_cover_both_kinds_with_aliases_and_leave_disabled_models_out():
     by_name = {r["name"]: r for r in table["routes"]}
     assert list(by_name) == ["qwen", "tiny"]
     assert by_name["qwen"]["aliases"] == ["Qwen/Qwen2.5-1.5B-Instruct"]
-    assert by_name["qwen"]["kind"] == "vllm" and by_name["qwen"]["service"] == "vllm-qwen"
-    assert by_name["tiny"]["kind"] == "ramalama" and by_name["tiny"]["service"] == "ramalama-tiny"
-    assert by_name["qwen"]["address"] == "vllm-qwen.llm.svc.cluster.local:8080"
-    assert by_name["tiny"]["address"] == "ramalama-tiny.llm.svc.cluster.local:8080"
+    assert by_name["qwen"]["kind"] == "vllm" and by_name["tiny"]["kind"] == "ramalama"
+    # Pods are found at run time through the headless Services' SRV records.
+    assert by_name["qwen"]["discovery"] == {"srv": "_http._tcp.vllm-qwen-pods.llm.svc.cluster.local"}
+    assert by_name["tiny"]["discovery"] == {"srv": "_http._tcp.ramalama-tiny-pods.llm.svc.cluster.local"}
     assert by_name["qwen"]["host"] == "vllm-qwen.llm.svc.cluster.local"
-    assert by_name["qwen"]["upstream"] == "gateway-model-qwen"
+    assert by_name["qwen"]["healthPath"] == "/health"
+    assert by_name["qwen"]["balancing"]["policy"] == "least-request"
 
 
-def test_each_route_has_its_upstream_block():
+def test_one_upstream_whose_peer_lua_picks_with_keepalive_per_pod():
     conf = config_map(render(CATALOG, namespace="llm"))["nginx.conf"]
-    assert "upstream gateway-model-qwen {\n        server vllm-qwen.llm.svc.cluster.local:8080 max_fails=0;" in conf
-    assert "upstream gateway-model-tiny {\n        server ramalama-tiny.llm.svc.cluster.local:8080 max_fails=0;" in conf
-    assert "retired" not in conf
-    assert "keepalive_timeout 4s;" in conf
+    upstreams = re.findall(r"^\s*upstream (\S+) \{", conf, re.M)
+    assert upstreams == ["gateway_models"], upstreams
+    block = conf.split("upstream gateway_models {")[1].split("\n    }")[0]
+    assert "balancer_by_lua_block" in block and "keepalive 128;" in block and "keepalive_timeout 4s;" in block
+    assert "proxy_pass http://gateway_models$uri$is_args$args;" in conf
+    # No model's address is in nginx.conf: nginx starts whatever exists in the cluster.
+    assert "retired" not in conf and "qwen" not in conf and "svc.cluster.local" not in conf
 
 
-def test_model_namespace_and_cluster_domain_reach_the_addresses():
+def test_model_namespace_and_cluster_domain_reach_the_names():
     values = merged(CATALOG, {"global": {"modelNamespace": "models"}, "routing": {"clusterDomain": "corp.local"}})
     for route in routes(render(values, namespace="gw"))["routes"]:
-        assert route["namespace"] == "models"
-        assert route["address"].endswith(".models.svc.corp.local:8080"), route
+        assert route["discovery"]["srv"].endswith("-pods.models.svc.corp.local"), route
+        assert route["host"].endswith(".models.svc.corp.local"), route
 
 
-def test_endpoints_override_a_model_address():
-    values = merged(CATALOG, {"routing": {"endpoints": {"tiny": "127.0.0.1:9001"}}})
-    manifests = render(values)
-    by_name = {r["name"]: r for r in routes(manifests)["routes"]}
-    assert by_name["tiny"]["address"] == "127.0.0.1:9001"
+def test_endpoints_override_discovery_with_one_or_more_servers():
+    values = merged(CATALOG, {"routing": {"endpoints": {"tiny": "127.0.0.1:9001",
+                                                        "qwen": ["10.1.0.1:8000", "vllm.example.com:8000"]}}})
+    by_name = {r["name"]: r for r in routes(render(values))["routes"]}
+    assert by_name["tiny"]["discovery"] == {"servers": [{"host": "127.0.0.1", "port": 9001}]}
     assert by_name["tiny"]["host"] == "127.0.0.1"
-    assert by_name["qwen"]["address"].startswith("vllm-qwen.")
-    assert "server 127.0.0.1:9001 max_fails=0;" in config_map(manifests)["nginx.conf"]
+    assert by_name["qwen"]["discovery"] == {"servers": [{"host": "10.1.0.1", "port": 8000},
+                                                        {"host": "vllm.example.com", "port": 8000}]}
+
+
+def test_an_entry_overrides_the_balancing_key_by_key_and_its_health_path_reaches_the_route():
+    catalog = {"models": [dict(QWEN, healthPath="/ping", balancing={"policy": "prefix", "prefixLength": 512}), TINY]}
+    values = merged(catalog, {"balancing": {"policy": "round-robin", "loadFactor": 2}})
+    by_name = {r["name"]: r for r in routes(render(values))["routes"]}
+    assert by_name["qwen"]["balancing"] == {"policy": "prefix", "prefixLength": 512, "loadFactor": 2,
+                                            "sessionHeader": "X-Session-Id", "sessionField": "user", "maxTries": 3}
+    assert by_name["qwen"]["healthPath"] == "/ping"
+    assert by_name["tiny"]["balancing"]["policy"] == "round-robin"
+    assert by_name["tiny"]["healthPath"] == "/health"
 
 
 @pytest.mark.parametrize("setting, expected", [
@@ -218,17 +237,18 @@ def test_default_model(setting, expected):
 def test_empty_catalog_renders_a_gateway_without_routes():
     manifests = render({"models": []})
     assert routes(manifests) == {"defaultModel": "", "routes": []}
-    assert not re.search(r"^\s*upstream ", config_map(manifests)["nginx.conf"], re.M)
 
 
 def test_gateway_settings_file():
     values = merged(CATALOG, {"body": {"maxSize": "16m"},
                               "healthCheck": {"intervalSeconds": 7, "retryAfterSeconds": 9},
+                              "routing": {"discovery": {"intervalSeconds": 3, "servers": ["10.96.0.10"]}},
                               "metrics": {"port": 9999}, "auth": {"enabled": True, "existingSecret": "keys"}})
     settings = json.loads(config_map(render(values))["gateway.json"])
     assert settings["body"]["maxSize"] == "16m"
-    assert settings["healthCheck"] == {"enabled": True, "intervalSeconds": 7, "timeoutSeconds": 2, "port": 9999,
-                                       "retryAfterSeconds": 9}
+    assert settings["healthCheck"] == {"enabled": True, "intervalSeconds": 7, "timeoutSeconds": 2,
+                                       "failTimeoutSeconds": 10, "retryAfterSeconds": 9}
+    assert settings["discovery"] == {"intervalSeconds": 3, "timeoutMs": 2000, "servers": ["10.96.0.10"]}
     # 0 (the default): the gateway uses intervalSeconds as the Retry-After of a 503.
     assert json.loads(config_map(render(CATALOG))["gateway.json"])["healthCheck"]["retryAfterSeconds"] == 0
     assert settings["auth"] == {"enabled": True, "keysFile": "/etc/nginx/gateway-secrets/api-keys.json"}

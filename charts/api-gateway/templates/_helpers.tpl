@@ -47,17 +47,50 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The routing table, as YAML `routes: [...]`: model-catalog.routes (name, aliases,
-kind, service, namespace, port) plus what nginx needs: the upstream block name,
-the address (routing.endpoints or the Service's DNS name) and the Host header.
+kind, service, podsService, namespace, port, healthPath) plus what the gateway
+needs: how to discover the model's pods (`discovery.srv`: the SRV name of its
+headless Service, one record per ready pod with its own port; or
+`discovery.servers` from routing.endpoints), the Host header, the health path,
+and the balancing settings (the entry's `balancing` over the chart's, key by key).
 */}}
 {{- define "api-gateway.routes" -}}
 {{- $routes := list }}
+{{- $domain := .Values.routing.clusterDomain }}
 {{- $catalog := include "model-catalog.routes" (dict "models" .Values.models "namespace" (include "api-gateway.modelNamespace" .)) | fromYaml }}
 {{- range $r := $catalog.routes }}
-{{- $address := get $.Values.routing.endpoints $r.name | default (printf "%s.%s.svc.%s:%d" $r.service $r.namespace $.Values.routing.clusterDomain (int $r.port)) }}
-{{- $routes = append $routes (merge (dict "upstream" (printf "gateway-model-%s" $r.name) "address" $address "host" (regexReplaceAll ":[0-9]+$" $address "")) $r) }}
+{{- $balancing := deepCopy $.Values.balancing }}
+{{- range $k, $v := ($r.balancing | default dict) }}
+{{- if not (kindIs "invalid" $v) }}
+{{- $_ := set $balancing $k $v }}
+{{- end }}
+{{- end }}
+{{- $route := dict "name" $r.name "aliases" $r.aliases "kind" $r.kind "balancing" $balancing
+    "healthPath" ($r.healthPath | default $.Values.healthCheck.path) }}
+{{- $static := get $.Values.routing.endpoints $r.name }}
+{{- if $static }}
+{{- $servers := list }}
+{{- range (kindIs "string" $static | ternary (list $static) $static) }}
+{{- $servers = append $servers (dict "host" (regexReplaceAll ":[0-9]+$" . "") "port" (regexReplaceAll "^.*:" . "" | int)) }}
+{{- end }}
+{{- $_ := set $route "discovery" (dict "servers" $servers) }}
+{{- $_ := set $route "host" (first $servers).host }}
+{{- else }}
+{{- $_ := set $route "discovery" (dict "srv" (printf "_http._tcp.%s.%s.svc.%s" $r.podsService $r.namespace $domain)) }}
+{{- $_ := set $route "host" (printf "%s.%s.svc.%s" $r.service $r.namespace $domain) }}
+{{- end }}
+{{- $routes = append $routes $route }}
 {{- end }}
 {{- toYaml (dict "routes" $routes) }}
+{{- end }}
+
+{{/* nginx location regex of the routed endpoints (model-catalog.gatewayEndpoints).
+\z, not $: PCRE's $ also matches before a final newline (/v1/chat/completions%0A). */}}
+{{- define "api-gateway.locationRegex" -}}
+{{- $alternatives := list }}
+{{- range (include "model-catalog.gatewayEndpoints" . | fromYamlArray) }}
+{{- $alternatives = append $alternatives (regexQuoteMeta .) }}
+{{- end }}
+{{- printf "^(?:%s)\\z" (join "|" $alternatives) }}
 {{- end }}
 
 {{/* routing.defaultModel resolved to a model name; empty when there is none. */}}
@@ -80,8 +113,13 @@ the address (routing.endpoints or the Service's DNS name) and the Host header.
 {{- $settings := dict
     "auth" (dict "enabled" .Values.auth.enabled "keysFile" (printf "%s/%s" .Values.paths.secretsDir .Values.auth.secretKey))
     "body" (dict "maxSize" .Values.body.maxSize)
+    "endpoints" (include "model-catalog.gatewayEndpoints" . | fromYamlArray)
+    "discovery" (dict "intervalSeconds" .Values.routing.discovery.intervalSeconds
+                      "timeoutMs" (mul .Values.routing.discovery.timeoutSeconds 1000)
+                      "servers" .Values.routing.discovery.servers)
     "healthCheck" (dict "enabled" .Values.healthCheck.enabled "intervalSeconds" .Values.healthCheck.intervalSeconds
-                        "timeoutSeconds" .Values.healthCheck.timeoutSeconds "port" .Values.metrics.port
+                        "timeoutSeconds" .Values.healthCheck.timeoutSeconds
+                        "failTimeoutSeconds" .Values.healthCheck.failTimeoutSeconds
                         "retryAfterSeconds" .Values.healthCheck.retryAfterSeconds) }}
 {{- $_ = set $files "gateway.json" (printf "%s\n" (toPrettyJson $settings)) }}
 {{- range $path, $_ := .Files.Glob "files/lua/*.lua" }}
@@ -100,13 +138,15 @@ the address (routing.endpoints or the Service's DNS name) and the Host header.
 {{- if and (ne $want "") (ne $want "none") (not (include "api-gateway.defaultModel" .)) }}
 {{- $messages = append $messages (printf "routing.defaultModel (%q): no enabled model has this name or alias; use one of %s, \"\" (the first model) or \"none\"." $want (join ", " $names)) }}
 {{- end }}
-{{- range $name, $addr := .Values.routing.endpoints }}
+{{- range $name, $addrs := .Values.routing.endpoints }}
 {{- if not (has $name $names) }}
 {{- $messages = append $messages (printf "routing.endpoints.%s: no enabled model has this modelName (routes: %s); remove it or fix the name." $name (join ", " $names)) }}
 {{- end }}
+{{- range $addr := (kindIs "string" $addrs | ternary (list $addrs) $addrs) }}
 {{- $port := regexReplaceAll "^.*:" $addr "" | int }}
 {{- if or (lt $port 1) (gt $port 65535) }}
 {{- $messages = append $messages (printf "routing.endpoints.%s: port %d of %q is not a TCP port (1-65535)." $name $port $addr) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and .Values.auth.enabled (not .Values.auth.existingSecret) }}

@@ -1,7 +1,9 @@
 -- Configuration, loaded once in init_by_lua (the master process) from the files
--- the chart renders: routes.json (the routing table from the model catalog) and
+-- the chart renders: routes.json (the routing table from the model catalog:
+-- names, how to discover each model's pods, its balancing policy) and
 -- gateway.json (settings), plus the API keys file when auth is on. Workers
--- inherit the loaded tables. Any problem stops nginx at start with a message.
+-- inherit the loaded tables. Any problem stops nginx at start with a message;
+-- what exists in the cluster does not matter here (pods are found at run time).
 local cjson = require "cjson.safe"
 
 local ngx = ngx
@@ -42,12 +44,50 @@ function _M.read_json(path)
     return value
 end
 
+local POLICIES = { ["least-request"] = true, ["round-robin"] = true, session = true, prefix = true }
+
+-- Checks one route and adds what the request path reads precomputed: the
+-- shared-dict keys, the header variable of the session key, the health path.
+function _M.prepare_route(route, i)
+    local where = "routes[" .. i .. "] (" .. tostring(route.name) .. ")"
+    if type(route.name) ~= "string" or type(route.host) ~= "string" then
+        return nil, where .. " needs a name and a host"
+    end
+    local d = route.discovery
+    if type(d) ~= "table" or not (type(d.srv) == "string" or (type(d.servers) == "table" and #d.servers > 0)) then
+        return nil, where .. ": discovery needs an srv name or a list of servers"
+    end
+    for _, server in ipairs(d.servers or {}) do
+        if type(server.host) ~= "string" or type(server.port) ~= "number" then
+            return nil, where .. ": every discovery server needs a host and a port"
+        end
+    end
+    local b = route.balancing or {}
+    if not POLICIES[b.policy] then
+        return nil, where .. ": balancing.policy must be least-request, round-robin, session or prefix, not "
+            .. tostring(b.policy)
+    end
+    b.loadFactor = tonumber(b.loadFactor) or 0
+    b.prefixLength = tonumber(b.prefixLength) or 2048
+    b.maxTries = tonumber(b.maxTries) or 3
+    if b.sessionHeader and b.sessionHeader ~= "" then
+        b.header_var = "http_" .. lower(b.sessionHeader):gsub("-", "_")
+    end
+    route.balancing = b
+    route.health_path = route.healthPath or "/health"
+    route.version_key = "ver\0" .. route.name
+    route.endpoints_key = "eps\0" .. route.name
+    route.health_version_key = "hver\0" .. route.name
+    return route
+end
+
 -- name and alias -> route; returns the lookup table, or nil, err.
 function _M.index_routes(routes)
     local by_name = {}
     for i, route in ipairs(routes) do
-        if type(route.name) ~= "string" or type(route.upstream) ~= "string" then
-            return nil, "routes[" .. i .. "] needs a name and an upstream"
+        local ok, err = _M.prepare_route(route, i)
+        if not ok then
+            return nil, err
         end
         local names = { route.name }
         for _, alias in ipairs(route.aliases or {}) do
@@ -154,6 +194,25 @@ function _M.init(config_dir)
     _M.auth_enabled = auth.enabled and true or false
     _M.keys = keys
     _M.health = settings.healthCheck or {}
+    _M.discovery = settings.discovery or {}
+    _M.endpoints = settings.endpoints or {}
+    -- The body fields that hold a session key (one scan serves every route).
+    local session_fields, needs_dns = nil, false
+    for _, route in ipairs(routes) do
+        local field = route.balancing.sessionField
+        if route.balancing.policy == "session" and field and field ~= "" then
+            session_fields = session_fields or {}
+            session_fields[field] = true
+        end
+        if route.discovery.srv then
+            needs_dns = true
+        end
+        for _, server in ipairs(route.discovery.servers or {}) do
+            needs_dns = needs_dns or not match(server.host, "^%d+%.%d+%.%d+%.%d+$")
+        end
+    end
+    _M.session_fields = session_fields
+    _M.needs_dns = needs_dns
     _M.created = ngx.time()
     _M.loaded = true
     return _M

@@ -1,26 +1,32 @@
--- Background health checks: worker 0 polls every model's health path through
--- nginx itself (the metrics server's loopback-only /_gateway/health/<upstream>
--- location proxies to the model's upstream block, so no DNS resolver is
--- needed) and stores ready/not ready in a shared dict that all workers read.
--- Requests never wait on a health check; /v1/models answers from the cache.
+-- Health of each endpoint (pod) of each model. Worker 0 polls every known
+-- endpoint's own health path (the entry's healthPath) on a timer, all probes
+-- of a round in parallel (a round still running makes the next one skip), and
+-- stores ready / loading / unreachable per endpoint in a shared dict. A failed
+-- connect from a request marks its endpoint failed for failTimeoutSeconds
+-- (passive check). Workers keep a copy that they refresh when the model's
+-- health version moves; requests never wait on a probe.
 local config = require "gateway_config"
+local endpoints = require "gateway_endpoints"
 
 local ngx = ngx
 local match = string.match
 local tonumber = tonumber
 local ipairs = ipairs
 
-local _M = { DICT = "gateway_health" }
+local _M = { DICT = "gateway_endpoints" }
 
--- Status code of an HTTP/1.0 GET to the local health location, or nil, err.
-function _M.probe(port, upstream, timeout_ms)
+-- Per worker: route name -> { version, state = {id -> state}, failed = {id -> until} }
+local copies = {}
+
+-- Status code of GET path on one endpoint, or nil, err.
+function _M.probe(ep, host, path, timeout_ms)
     local sock = ngx.socket.tcp()
     sock:settimeout(timeout_ms)
-    local ok, err = sock:connect("127.0.0.1", port)
+    local ok, err = sock:connect(ep.address, ep.port)
     if not ok then
         return nil, err
     end
-    ok, err = sock:send("GET /_gateway/health/" .. upstream .. " HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    ok, err = sock:send("GET " .. path .. " HTTP/1.0\r\nHost: " .. host .. "\r\nUser-Agent: api-gateway-health\r\n\r\n")
     if not ok then
         sock:close()
         return nil, err
@@ -34,9 +40,9 @@ function _M.probe(port, upstream, timeout_ms)
     return tonumber(match(line, "^HTTP/%d%.%d (%d%d%d)"))
 end
 
--- "ready" (health path answered 200), "loading" (it answered something else:
--- the server is up but not ready) or "unreachable" (no answer: refused, reset,
--- timed out; the local proxy reports 502/504).
+-- "ready" (200), "loading" (any other answer: up but not serving yet) or
+-- "unreachable" (no answer: refused, reset, timed out; or a proxy in front of
+-- an external server saying so with 502/504).
 function _M.classify(status)
     if status == 200 then
         return "ready"
@@ -46,48 +52,146 @@ function _M.classify(status)
     return "loading"
 end
 
-local function check(premature, route, settings)
-    if premature then
-        return
-    end
-    -- The local location's own timeouts bound the model's answer; give it 1 s more.
-    local status, err = _M.probe(settings.port, route.upstream, (settings.timeoutSeconds + 1) * 1000)
+local function bump(name)
+    ngx.shared[_M.DICT]:incr("hver\0" .. name, 1, 0)
+end
+
+local function check(route, ep, settings)
+    local status, err = _M.probe(ep, route.host, route.health_path, settings.timeoutSeconds * 1000)
     local state = _M.classify(status)
     local dict = ngx.shared[_M.DICT]
-    local was = dict:get(route.name)
-    dict:set(route.name, state, settings.intervalSeconds * 3)
+    local key = "h\0" .. route.name .. "\0" .. ep.id
+    local was = dict:get(key)
+    dict:set(key, state, settings.intervalSeconds * 3)
+    local failed_key = "f\0" .. route.name .. "\0" .. ep.id
+    if state == "ready" and dict:get(failed_key) then
+        -- It answers again: no need to wait out failTimeoutSeconds.
+        dict:delete(failed_key)
+        bump(route.name)
+    end
     if was ~= state then
-        ngx.log(ngx.WARN, "model ", route.name, " is ", state, " (health check: ", status or err, ")")
+        bump(route.name)
+        ngx.log(ngx.WARN, "model ", route.name, " endpoint ", ep.id, " is ", state, " (health check ",
+            route.health_path, ": ", status or err, ")")
     end
 end
 
--- init_worker: worker 0 starts one timer per model.
+local function check_all(routes, settings)
+    local threads = {}
+    for _, route in ipairs(routes) do
+        for _, ep in ipairs(endpoints.view(route).list) do
+            threads[#threads + 1] = ngx.thread.spawn(check, route, ep, settings)
+        end
+    end
+    for _, t in ipairs(threads) do
+        ngx.thread.wait(t)
+    end
+end
+
+local running = false
+local function round(premature, settings)
+    if premature or running then
+        return
+    end
+    running = true
+    check_all(config.routes, settings)
+    running = false
+end
+
+-- Discovery found new endpoints for these routes: check them at once.
+function _M.check_routes(routes)
+    local settings = config.health
+    if settings.enabled then
+        check_all(routes, settings)
+    end
+end
+
+-- init_worker: worker 0 checks every endpoint every intervalSeconds.
 function _M.start()
     local settings = config.health
     if not config.loaded or not settings.enabled or ngx.worker.id() ~= 0 then
         return
     end
-    for _, route in ipairs(config.routes) do
-        ngx.timer.at(0, check, route, settings)
-        local ok, err = ngx.timer.every(settings.intervalSeconds, check, route, settings)
-        if not ok then
-            ngx.log(ngx.ERR, "cannot start the health check of ", route.name, ": ", err)
+    -- Discovery checks what it finds at once (check_routes); this is the interval.
+    local ok, err = ngx.timer.every(settings.intervalSeconds, round, settings)
+    if not ok then
+        ngx.log(ngx.ERR, "cannot start the health checks: ", err)
+    end
+end
+
+-- A request could not connect to the endpoint: skip it for failTimeoutSeconds.
+function _M.failed(route, id)
+    local seconds = config.health.failTimeoutSeconds or 10
+    if seconds <= 0 then
+        return
+    end
+    ngx.shared[_M.DICT]:set("f\0" .. route.name .. "\0" .. id, ngx.now() + seconds, seconds)
+    bump(route.name)
+end
+
+-- This worker's copy of a route's endpoint states, refreshed on a version change.
+local function copy(route, list)
+    local dict = ngx.shared[_M.DICT]
+    local version = dict:get(route.health_version_key) or 0
+    local c = copies[route.name]
+    if c and c.version == version and c.list == list then
+        return c
+    end
+    c = { version = version, list = list, state = {}, failed = {} }
+    for _, ep in ipairs(list) do
+        c.state[ep.id] = dict:get("h\0" .. route.name .. "\0" .. ep.id)
+        c.failed[ep.id] = dict:get("f\0" .. route.name .. "\0" .. ep.id)
+    end
+    copies[route.name] = c
+    return c
+end
+
+-- Whether requests may go to the endpoint: not failing its health check (an
+-- endpoint not checked yet counts as usable) and not failed recently.
+function _M.usable(c, ep, now)
+    local state = c.state[ep.id]
+    if state == "loading" or state == "unreachable" then
+        return false
+    end
+    local until_ = c.failed[ep.id]
+    return not until_ or until_ <= now
+end
+
+-- The route's endpoints with their states: { list, copy } for the balancer.
+function _M.endpoints(route)
+    local list = endpoints.view(route).list
+    return list, copy(route, list)
+end
+
+-- A model's state: "ready" (an endpoint passed its health check, or checks are
+-- off), "unknown" (discovery has not run, or no endpoint is checked yet: they
+-- get requests meanwhile), "loading" (some endpoint answers but is not ready),
+-- "unreachable" (endpoints, none answering or all failed recently),
+-- "no_endpoints" (discovery found none: scaled to zero, not deployed yet); and
+-- the usable and total counts.
+function _M.summary(route)
+    if not endpoints.resolved() then
+        return "unknown", 0, 0
+    end
+    local list, c = _M.endpoints(route)
+    if #list == 0 then
+        return "no_endpoints", 0, 0
+    end
+    local checks = config.health.enabled
+    local now, usable, checked, loading = ngx.now(), 0, false, false
+    for _, ep in ipairs(list) do
+        local state = c.state[ep.id]
+        if _M.usable(c, ep, now) then
+            usable = usable + 1
+            checked = checked or state == "ready" or not checks
+        elseif state == "loading" then
+            loading = true
         end
     end
-end
-
--- "ready", "loading", "unreachable", or nil (not checked yet, or checks off).
-function _M.state(name)
-    return ngx.shared[_M.DICT]:get(name)
-end
-
--- true, false, or nil when unknown.
-function _M.ready(name)
-    local state = ngx.shared[_M.DICT]:get(name)
-    if state == nil then
-        return nil
+    if usable > 0 then
+        return checked and "ready" or "unknown", usable, #list
     end
-    return state == "ready"
+    return loading and "loading" or "unreachable", 0, #list
 end
 
 return _M

@@ -1,5 +1,5 @@
 -- GET /v1/models and /v1/models/{id}, answered by the gateway from its
--- routing table and the health-check cache (never a live fan-out), listing
+-- routing table and the endpoint and health caches (never a live fan-out), listing
 -- only the models the caller's key may use. Each entry carries its aliases
 -- and readiness; aliases are not listed as separate entries.
 local cjson = require "cjson.safe"
@@ -26,16 +26,18 @@ local function json_list(items)
     return encode(items)
 end
 
--- One model object, as JSON text (fields in a fixed order).
+-- One model object, as JSON text (fields in a fixed order). Beyond OpenAI's
+-- fields (which clients read; they ignore the rest): aliases, ready, status
+-- and replicas {ready, total}: the model's pods the gateway can use, and found.
 function _M.entry(route)
-    local state = health.state(route.name)
-    local ready = state == nil and "null" or tostring(state == "ready")
+    local state, ready, total = health.summary(route)
     return concat({
         '{"id":', encode(route.name),
         ',"object":"model","created":', config.created or 0,
         ',"owned_by":"llm-stack","aliases":', json_list(route.aliases or {}),
-        ',"ready":', ready,
-        ',"status":', encode(state or "unknown"), "}",
+        ',"ready":', state == "unknown" and "null" or tostring(state == "ready"),
+        ',"status":', encode(state),
+        ',"replicas":{"ready":', ready, ',"total":', total, "}}",
     })
 end
 

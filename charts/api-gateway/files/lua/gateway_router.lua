@@ -1,13 +1,16 @@
 -- access phase of the routed endpoints: API key, rate limit, method and
--- content type, body, model -> upstream (or 503 when its health check failed).
--- Sets the nginx variables that proxy_pass and the access log read; the body
--- itself goes upstream untouched. Also the upstream error page (upstream_error).
+-- content type, body, model -> one of its pods (gateway_balancer), or 503 when
+-- the model has no usable pod. Sets the nginx variables that proxy_pass and the
+-- access log read; the body itself goes upstream untouched. Also the upstream
+-- error page (upstream_error).
 local config = require "gateway_config"
 local errors = require "gateway_errors"
 local body = require "gateway_body"
 local auth = require "gateway_auth"
 local ratelimit = require "gateway_ratelimit"
 local health = require "gateway_health"
+local balancer = require "gateway_balancer"
+local metrics = require "gateway_metrics"
 
 local ngx = ngx
 local find = string.find
@@ -72,10 +75,12 @@ local function content_type_ok(value)
     return value == "application/json" or (find(value, "^application/[%w.-]+%+json$") ~= nil)
 end
 
--- What a client reads in the 503 for each state of the health checks but "ready".
+-- What a client reads in the 503 for each state of a model but "ready".
 local NOT_READY = {
     loading = "is loading",
-    unreachable = "is not reachable (scaled to zero, stopped or starting)",
+    unreachable = "is not reachable (its pods do not answer)",
+    no_endpoints = "has no ready replica (scaled to zero, not deployed yet, or starting)",
+    unknown = "is not discovered yet",
 }
 
 -- Seconds in the Retry-After of a 503: healthCheck.retryAfterSeconds, else the check interval.
@@ -88,14 +93,13 @@ local function retry_after()
     return tostring(seconds)
 end
 
--- 503 model_not_ready + Retry-After when the model's last health check failed (loading or
--- unreachable); nil when it passed or has not run yet (such a model is proxied).
-function _M.not_ready(name)
-    local state = health.state(name)
-    if state == nil or state == "ready" then
+-- 503 model_not_ready + Retry-After for a model with no usable endpoint; nil when it has one.
+function _M.not_ready(route)
+    local state = health.summary(route)
+    if state == "ready" then
         return nil
     end
-    return errors.new(503, "The model \"" .. name .. "\" " .. (NOT_READY[state] or "is not ready")
+    return errors.new(503, "The model \"" .. route.name .. "\" " .. (NOT_READY[state] or "is not ready")
         .. "; retry later.", "model_not_ready", "model", { ["Retry-After"] = retry_after() })
 end
 
@@ -119,15 +123,18 @@ function _M.route_for(model, key)
 end
 
 -- Content handler of @gateway_error: nginx's own 502/503/504 for a routed request. When the
--- last connect to the model failed (refused, timed out) and its health check has found it not
--- ready meanwhile, the client gets the same 503 as access() answers; any other upstream error
--- keeps nginx's status (502 refused or reset, 504 timeout).
+-- last connect failed (refused, timed out) and the model has no usable pod left, the client
+-- gets the same 503 as access() answers; any other upstream error keeps nginx's status
+-- (502 refused or reset, 504 timeout).
 function _M.upstream_error()
     local var = ngx.var
-    local model = var.gateway_model
+    local route = config.by_name[var.gateway_model or ""]
     -- $upstream_connect_time ends in "-" when the last attempt never connected.
-    if model and model ~= "" and find(var.upstream_connect_time or "", "%-$") then
-        local err = _M.not_ready(model)
+    if route and find(var.upstream_connect_time or "", "%-$") then
+        if var.gateway_endpoint ~= "" then
+            health.failed(route, var.gateway_endpoint)
+        end
+        local err = _M.not_ready(route)
         if err then
             return errors.send(err)
         end
@@ -137,6 +144,29 @@ end
 
 local function fail(err)
     return errors.send(err)
+end
+
+-- What the balancing policy of the route hashes: the session key (a header, or
+-- a body field) or the prompt's leading part.
+local function request_keys(route, src, fields)
+    local b = route.balancing
+    if b.policy == "session" then
+        local key = b.header_var and ngx.var[b.header_var]
+        if not key or key == "" then
+            key = fields.sessions and fields.sessions[b.sessionField]
+        end
+        return { session = key }
+    elseif b.policy == "prefix" then
+        return { prefix = body.prefix(src, fields, b.prefixLength) }
+    end
+    return {}
+end
+
+-- log phase of the routed location and its error page: the request leaves
+-- its endpoint's in-flight count, then the counters.
+function _M.log()
+    balancer.release()
+    metrics.log()
 end
 
 function _M.access()
@@ -155,33 +185,40 @@ function _M.access()
     if not content_type_ok(ngx.var.content_type) then
         return fail(errors.new(400, "The request's Content-Type must be application/json.", "invalid_content_type"))
     end
-    local data
-    data, err = body.read(config.max_body)
-    if not data then
+    local src
+    src, err = body.open(config.max_body)
+    if not src then
         return fail(err)
     end
-    local model
-    model, err = body.model(data)
-    if err then
-        return fail(err)
+    local fields, route, request
+    fields, err = body.scan(src, config.session_fields)
+    if fields then
+        if fields.model then
+            ngx.var.gateway_requested_model = fields.model
+        end
+        route, err = _M.route_for(fields.model, key or nil)
+        if route then
+            request = request_keys(route, src, fields)
+        end
     end
-    if model then
-        ngx.var.gateway_requested_model = model
-    end
-    local route
-    route, err = _M.route_for(model, key or nil)
+    body.close(src)
     if not route then
         return fail(err)
     end
     local var = ngx.var
     -- Set before the readiness check: a 503 is logged, counted and labelled with its model.
     var.gateway_model = route.name
-    err = _M.not_ready(route.name)
-    if err then
-        return fail(err)
+    local ep, decision, candidates = balancer.choose(route, request)
+    if not ep then
+        return fail(_M.not_ready(route) or errors.new(503, "The model \"" .. route.name
+            .. "\" has no usable replica; retry later.", "model_not_ready", "model",
+            { ["Retry-After"] = retry_after() }))
     end
-    var.gateway_upstream = route.upstream
+    local ctx = ngx.ctx
+    ctx.route, ctx.endpoint, ctx.request, ctx.candidates = route, ep, request, candidates
+    balancer.acquire(route, ep)
     var.gateway_upstream_host = route.host
+    metrics.decision(route, decision)
 end
 
 return _M

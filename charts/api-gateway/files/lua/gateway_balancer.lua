@@ -1,0 +1,293 @@
+-- Which pod of a model gets a request. One implementation per policy, in a
+-- dispatch table (new(list) builds per-worker state when the endpoints change;
+-- pick(state, request, usable) chooses):
+--   least-request  the fewest in-flight requests on this gateway pod (all its
+--                  workers), ties broken at random;
+--   round-robin    each endpoint in turn;
+--   session        consistent hashing of a session key (a header or a body
+--                  field): the same key goes to the same pod;
+--   prefix         consistent hashing with bounded loads over the prompt's
+--                  leading part: requests that share a system prompt or a
+--                  conversation reach the pod that has it cached, and no pod
+--                  takes more than loadFactor x the average in-flight load.
+-- The hash ring depends only on the endpoint set, so every gateway replica
+-- makes the same choice for the same input without shared state, and when a
+-- pod goes away only its share of the keys moves. A request without a key
+-- falls back to least-request. balance() is the balancer_by_lua entry point:
+-- it sets the chosen peer, and on a failed connect retries another pod (nginx
+-- never resends a request it has sent).
+local health = require "gateway_health"
+local bit = require "bit"
+
+local ngx = ngx
+local crc32 = ngx.crc32_long
+local band = bit.band
+local bxor = bit.bxor
+local rshift = bit.rshift
+local tobit = bit.tobit
+local ceil = math.ceil
+local floor = math.floor
+local random = math.random
+local sort = table.sort
+local ipairs = ipairs
+
+local _M = { DICT = "gateway_inflight", VNODES = 160 }
+
+-- (a * b) mod 2^32 without losing bits to doubles: split b in 16-bit halves.
+local function mul32(a, b)
+    local lo = a * band(b, 0xffff)
+    local hi = band(a * rshift(b, 16), 0xffff)
+    return tobit(lo + hi * 65536)
+end
+
+-- A well-spread 32-bit hash: CRC-32 (C speed in nginx) through MurmurHash3's
+-- finalizer. CRC alone is linear, so keys that differ in a few characters
+-- ("user-1", "user-2") would land close together on the ring.
+local function hash(s)
+    local h = crc32(s)
+    h = bxor(h, rshift(h, 16))
+    h = mul32(h, 0x85ebca6b)
+    h = bxor(h, rshift(h, 13))
+    h = mul32(h, 0xc2b2ae35)
+    h = bxor(h, rshift(h, 16))
+    return h < 0 and h + 4294967296 or h
+end
+_M.hash = hash
+
+local function inflight_key(route, ep)
+    return route.name .. "\0" .. ep.id
+end
+
+-- In-flight requests of one endpoint on this gateway pod.
+local function load_of(dict, route, ep)
+    return dict:get(inflight_key(route, ep)) or 0
+end
+
+local function least_loaded(dict, route, candidates)
+    local best, best_load, ties = nil, nil, 0
+    for _, ep in ipairs(candidates) do
+        local load = load_of(dict, route, ep)
+        if not best or load < best_load then
+            best, best_load, ties = ep, load, 1
+        elseif load == best_load then
+            ties = ties + 1
+            if random(ties) == 1 then -- reservoir sampling: each tie equally likely
+                best = ep
+            end
+        end
+    end
+    return best
+end
+
+-- The ring: VNODES points per endpoint, sorted; each point names its endpoint.
+local function ring_of(list)
+    local points = {}
+    for _, ep in ipairs(list) do
+        for v = 1, _M.VNODES do
+            points[#points + 1] = { hash(ep.id .. "#" .. v), ep }
+        end
+    end
+    sort(points, function(a, b)
+        if a[1] == b[1] then
+            return a[2].id < b[2].id
+        end
+        return a[1] < b[1]
+    end)
+    return points
+end
+
+-- Index of the first point at or after hash h (wrapping to 1).
+local function first_point(points, h)
+    local lo, hi = 1, #points
+    if h > points[hi][1] then
+        return 1
+    end
+    while lo < hi do
+        local mid = floor((lo + hi) / 2)
+        if points[mid][1] < h then
+            lo = mid + 1
+        else
+            hi = mid
+        end
+    end
+    return lo
+end
+
+-- Consistent hashing, bounded when factor > 0: walk the ring from the key's
+-- point; take the first usable endpoint whose load stays within
+-- ceil(factor x (total + 1) / n). Returns the endpoint and the decision:
+-- "affinity" (the key's own endpoint), "failover" (its own is unusable) or
+-- "spill" (its own, or every one before, is over the bound).
+local function hashed(dict, route, points, key, candidates, factor)
+    local usable, n, total = {}, 0, 0
+    for _, ep in ipairs(candidates) do
+        usable[ep.id] = true
+        n = n + 1
+        if factor > 0 then
+            total = total + load_of(dict, route, ep)
+        end
+    end
+    local bound = factor > 0 and ceil(factor * (total + 1) / n) or nil
+    local count = #points
+    local start = first_point(points, hash(key))
+    local seen, owner_usable, first = {}, nil, nil
+    for k = 0, count - 1 do
+        local ep = points[(start + k - 1) % count + 1][2]
+        if not seen[ep.id] then
+            seen[ep.id] = true
+            if first == nil then
+                first = ep
+                owner_usable = usable[ep.id] == true
+            end
+            if usable[ep.id] and (not bound or load_of(dict, route, ep) < bound) then
+                if ep == first then
+                    return ep, "affinity"
+                end
+                return ep, owner_usable and "spill" or "failover"
+            end
+        end
+    end
+    return nil
+end
+
+_M.IMPLEMENTATIONS = {
+    ["least-request"] = {
+        new = function() return {} end,
+        pick = function(_, dict, route, _, candidates)
+            return least_loaded(dict, route, candidates), "pick"
+        end,
+    },
+    ["round-robin"] = {
+        new = function(list) return { list = list, next = random(#list > 0 and #list or 1) } end,
+        pick = function(state, _, _, _, candidates, usable)
+            local list = state.list
+            for _ = 1, #list do
+                local ep = list[(state.next - 1) % #list + 1]
+                state.next = state.next % #list + 1
+                if usable[ep.id] then
+                    return ep, "pick"
+                end
+            end
+            return candidates[1], "pick"
+        end,
+    },
+}
+
+-- bounded: the prefix policy spills over loadFactor; a session never moves
+-- while its pod is usable.
+local function hashing(key_of, bounded)
+    return {
+        new = function(list) return { points = #list > 0 and ring_of(list) or nil } end,
+        pick = function(state, dict, route, request, candidates)
+            local key = key_of(request)
+            if not key or not state.points then
+                return least_loaded(dict, route, candidates), "no_key"
+            end
+            local factor = bounded and route.balancing.loadFactor or 0
+            return hashed(dict, route, state.points, key, candidates, factor)
+        end,
+    }
+end
+
+_M.IMPLEMENTATIONS.session = hashing(function(request) return request.session end, false)
+_M.IMPLEMENTATIONS.prefix = hashing(function(request) return request.prefix end, true)
+
+-- Per worker: route name -> { list = the endpoint list it was built for, state }
+local instances = {}
+
+-- Chooses an endpoint for a request of `route`, skipping `tried` ids.
+-- request: { session = key or nil, prefix = key or nil }. Returns the endpoint,
+-- the decision and the number of usable endpoints; nil when none is usable.
+function _M.choose(route, request, tried)
+    local list, states = health.endpoints(route)
+    local now = ngx.now()
+    local candidates, usable = {}, {}
+    for _, ep in ipairs(list) do
+        if not (tried and tried[ep.id]) and health.usable(states, ep, now) then
+            candidates[#candidates + 1] = ep
+            usable[ep.id] = true
+        end
+    end
+    if #candidates == 0 then
+        return nil
+    end
+    local impl = _M.IMPLEMENTATIONS[route.balancing.policy]
+    local inst = instances[route.name]
+    if not inst or inst.list ~= list or inst.policy ~= route.balancing.policy then
+        inst = { list = list, policy = route.balancing.policy, state = impl.new(list) }
+        instances[route.name] = inst
+    end
+    if #candidates == 1 then
+        return candidates[1], "single", 1
+    end
+    local ep, decision = impl.pick(inst.state, ngx.shared[_M.DICT], route, request, candidates, usable)
+    return ep, decision, #candidates
+end
+
+-- Counts the request in flight on the endpoint until release(). Kept in nginx
+-- variables, not ngx.ctx: the error page's named location clears ngx.ctx, and
+-- its log phase must still release the count.
+function _M.acquire(route, ep)
+    local var = ngx.var
+    local key = inflight_key(route, ep)
+    var.gateway_inflight = key
+    var.gateway_endpoint = ep.id
+    ngx.shared[_M.DICT]:incr(key, 1, 0)
+end
+
+-- log phase: the request is no longer in flight.
+function _M.release()
+    local var = ngx.var
+    local key = var.gateway_inflight
+    if key and key ~= "" then
+        var.gateway_inflight = ""
+        local dict = ngx.shared[_M.DICT]
+        local left = dict:incr(key, -1, 0)
+        if left and left <= 0 then
+            dict:delete(key)
+        end
+    end
+end
+
+function _M.inflight(route, ep)
+    return load_of(ngx.shared[_M.DICT], route, ep)
+end
+
+-- balancer_by_lua: the peer access() chose; on a retry (the connect failed),
+-- mark that endpoint failed and try another one of the same model.
+function _M.balance()
+    local b = require "ngx.balancer"
+    local ctx = ngx.ctx
+    local route, ep = ctx.route, ctx.endpoint
+    if not route or not ep then
+        return ngx.exit(500)
+    end
+    if ctx.tried then
+        local metrics = require "gateway_metrics"
+        metrics.upstream_failure(route, ep)
+        health.failed(route, ep.id)
+        ctx.tried[ep.id] = true
+        -- No other usable pod (they failed meanwhile): the same one again, and nginx
+        -- answers 502 when the tries run out.
+        local other = _M.choose(route, ctx.request, ctx.tried)
+        if other then
+            _M.release()
+            _M.acquire(route, other)
+            ctx.endpoint, ep = other, other
+        end
+    else
+        ctx.tried = {}
+        -- Retries only onto other pods: as many as were usable when access() chose.
+        local tries = math.min(route.balancing.maxTries, ctx.candidates or 1)
+        if tries > 1 then
+            b.set_more_tries(tries - 1)
+        end
+    end
+    local ok, err = b.set_current_peer(ep.address, ep.port)
+    if not ok then
+        ngx.log(ngx.ERR, "cannot set the peer ", ep.id, " of model ", route.name, ": ", err)
+        return ngx.exit(500)
+    end
+end
+
+return _M

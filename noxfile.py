@@ -98,17 +98,27 @@ def _lua(session: nox.Session) -> None:
     import bootstrap  # tools/bootstrap.py: the one place that installs system packages
 
     # luajit2: the LuaJIT nginx's Lua module links (the gateway uses its FFI), as the interpreter.
-    bootstrap.debian_packages(["lua-check", "lua-busted", "lua-cjson", "luajit2"],
-                              purpose="the Lua lint and unit tests")
+    bootstrap.debian_packages(
+        ["lua-check", "lua-busted", "lua-cjson", "luajit2"], purpose="the Lua lint and unit tests"
+    )
     lua = "charts/api-gateway/files/lua"
     session.run("luacheck", lua, "tests/lua", external=True)
     # busted under LuaJIT, with the Lua 5.1 modules Debian installs (busted, cjson) on its paths.
     cjson = sorted(glob.glob("/usr/lib/*/lua/5.1/cjson.so"))
     cpath = f"{Path(cjson[0]).parent}/?.so;" if cjson else ""
-    setup = ('package.path="/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;"..package.path; '
-             f'package.cpath="{cpath}"..package.cpath')
-    session.run("luajit", "-e", setup, shutil.which("busted") or "/usr/bin/busted",
-                f"--lpath={lua}/?.lua;tests/lua/?.lua", "tests/lua", external=True)
+    setup = (
+        'package.path="/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;"..package.path; '
+        f'package.cpath="{cpath}"..package.cpath'
+    )
+    session.run(
+        "luajit",
+        "-e",
+        setup,
+        shutil.which("busted") or "/usr/bin/busted",
+        f"--lpath={lua}/?.lua;tests/lua/?.lua",
+        "tests/lua",
+        external=True,
+    )
 
 
 def _helm_docs(chart_root: Path) -> None:

@@ -129,4 +129,27 @@ describe("gateway_config", function()
             assert.is_string(err)
         end
     end)
+
+    it("refuses a keys file with a key or a name twice, naming entries, never keys", function()
+        local by_name = assert(config.index_routes(ROUTES.routes))
+        local _, err = config.load_keys({ { name = "x", key = "sk-0123456789abcdef" },
+                                          { name = "y", key = "sk-0123456789abcdef" } }, by_name, ngx.sha1_bin)
+        assert.matches("#2 %(y%) has the same key as API key #1 %(x%)", err)
+        assert.is_nil(err:find("sk-", 1, true))
+        _, err = config.load_keys({ { name = "x", key = "sk-0123456789abcdef" },
+                                    { name = "x", key = "sk-fedcba9876543210" } }, by_name, ngx.sha1_bin)
+        assert.matches("#2 %(x%) has the same name", err)
+        _, err = config.load_keys({ { name = "x", key = "sk-01234567 89abcdef" } }, by_name, ngx.sha1_bin)
+        assert.matches("whitespace", err)
+    end)
+
+    it("takes a key's own default model, which must be one it may use", function()
+        local by_name = assert(config.index_routes(ROUTES.routes))
+        local keys = assert(config.load_keys({ { name = "x", key = "sk-0123456789abcdef", models = { "a" },
+                                                 defaultModel = "org/A" } }, by_name, ngx.sha1_bin))
+        assert.equal("a", keys[1].default_route.name)
+        local _, err = config.load_keys({ { name = "x", key = "sk-0123456789abcdef", models = { "a" },
+                                            defaultModel = "b" } }, by_name, ngx.sha1_bin)
+        assert.matches("not one of its models", err)
+    end)
 end)

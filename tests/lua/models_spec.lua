@@ -34,6 +34,8 @@ local function setup(opts, settings)
     config.routes = routes()
     config.by_name = assert(config.index_routes(config.routes))
     config.auth_enabled = false
+    config.by_lower = { a = config.by_name.a, ["org/a"] = config.by_name.a, b = config.by_name.b }
+    config.cors = {}
     config.health = { enabled = true, intervalSeconds = 5 }
     config.created = 1700000000
     for k, v in pairs(settings or {}) do

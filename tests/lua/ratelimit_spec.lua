@@ -10,12 +10,14 @@ describe("gateway_ratelimit", function()
 
     it("allows up to the limit in a minute, then says when to retry", function()
         for i = 1, 3 do
-            local ok, remaining = ratelimit.check(dict, "k", 3, 60 * 100 + 10)
+            local ok, remaining, reset = ratelimit.check(dict, "k", 3, 60 * 100 + 10)
             assert.is_true(ok)
             assert.equal(3 - i, remaining)
+            assert.equal(50, reset)
         end
-        local ok, retry = ratelimit.check(dict, "k", 3, 60 * 100 + 10)
+        local ok, remaining, retry = ratelimit.check(dict, "k", 3, 60 * 100 + 10)
         assert.is_nil(ok)
+        assert.equal(0, remaining)
         assert.equal(50, retry)
     end)
 
@@ -33,7 +35,7 @@ describe("gateway_ratelimit", function()
         assert.is_true((ratelimit.check(dict, "k", 10, 6060 + 15)))
         assert.is_true((ratelimit.check(dict, "k", 10, 6060 + 15)))
         assert.is_true((ratelimit.check(dict, "k", 10, 6060 + 15)))
-        local ok, retry = ratelimit.check(dict, "k", 10, 6060 + 15)
+        local ok, _, retry = ratelimit.check(dict, "k", 10, 6060 + 15)
         assert.is_nil(ok)
         assert.is_true(retry >= 1 and retry <= 45)
         -- A whole minute later the old counts are gone.

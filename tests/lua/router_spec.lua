@@ -28,6 +28,8 @@ local function setup(opts, settings)
     config.default_route = list[1]
     config.max_body = 1024
     config.auth_enabled = false
+    config.by_lower = { a = config.by_name.a, ["org/a"] = config.by_name.a, b = config.by_name.b }
+    config.cors = {}
     config.health = { enabled = true, intervalSeconds = 5 }
     config.loaded = true
     for k, v in pairs(settings or {}) do
@@ -285,5 +287,52 @@ describe("gateway_router with API keys", function()
         assert.equal(429, fake.status)
         assert.equal("rate_limit_exceeded", stub.sent_json(fake).error.code)
         assert.truthy(tonumber(fake.header["Retry-After"]))
+    end)
+
+    it("tells a key without access to the default model to name one, without naming the default", function()
+        local keys = { { name = "only-b", digest = "digest:sk-bbbbbbbbbbbbbbbb", all = false, models = { b = true } } }
+        local fake, router = setup({ body = '{"messages":[]}', var = { http_authorization = "Bearer sk-bbbbbbbbbbbbbbbb" } },
+            { auth_enabled = true, keys = keys })
+        router.access()
+        local status, err = error_of(fake)
+        assert.equal(400, status)
+        assert.equal("model_required", err.code)
+        assert.is_nil(err.message:find('"a"', 1, true))
+        keys[1].default_route = require("gateway_config").by_name.b
+        fake, router = setup({ body = '{"messages":[]}', var = { http_authorization = "Bearer sk-bbbbbbbbbbbbbbbb" } },
+            { auth_enabled = true, keys = keys })
+        router.access()
+        assert.equal("b", fake.var.gateway_model)
+    end)
+
+    it("sets OpenAI's rate-limit headers for a key with a limit", function()
+        local fake, router = setup({ body = '{"model":"b"}', var = { http_authorization = "Bearer sk-bbbbbbbbbbbbbbbb" } },
+            { auth_enabled = true, keys = KEYS })
+        router.access()
+        assert.equal(2, fake.var.gateway_ratelimit_limit)
+        assert.equal(1, fake.var.gateway_ratelimit_remaining)
+        assert.matches("^%d+s$", fake.var.gateway_ratelimit_reset)
+    end)
+end)
+
+describe("gateway_router edge cases of real clients", function()
+    it("refuses a compressed body by name", function()
+        local fake, router = setup({ body = "\31\139", var = { http_content_encoding = "gzip" } })
+        router.access()
+        local status, err = error_of(fake)
+        assert.equal(415, status)
+        assert.equal("unsupported_content_encoding", err.code)
+    end)
+
+    it("marks 502/504 after a connection was made as not to be retried by the SDKs", function()
+        local fake, router = setup({ var = { status = "504", gateway_model = "b", gateway_endpoint = "10.0.0.2:8000",
+                                             upstream_connect_time = "0.001" } })
+        router.upstream_error()
+        assert.equal(504, fake.status)
+        assert.equal("false", fake.var.gateway_should_retry)
+        fake, router = setup({ var = { status = "502", gateway_model = "b", upstream_connect_time = "-" } })
+        fake.shared.gateway_endpoints:set("h\0b\0" .. "10.0.0.2:8000", "ready")
+        router.upstream_error()
+        assert.is_nil(fake.var.gateway_should_retry)
     end)
 end)

@@ -1,35 +1,23 @@
-{{/* Chart name, cut to 63 characters. */}}
+{{/*
+Names and labels: model-catalog's, the same rule in every chart of the stack (these names stay
+as short aliases for this chart's templates).
+*/}}
 {{- define "api-gateway.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- include "model-catalog.name" . }}
 {{- end }}
 
 {{/* Full name of the chart's objects (the Service is global.gateway.serviceName). */}}
 {{- define "api-gateway.fullname" -}}
-{{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-{{- end }}
+{{- include "model-catalog.fullname" . }}
 {{- end }}
 
-{{/* Common labels. */}}
 {{- define "api-gateway.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "api-gateway.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: llm-stack
+{{ include "model-catalog.labels" . }}
 {{- end }}
 
 {{/* Selector labels: never the version or user labels (a selector change breaks upgrades). */}}
 {{- define "api-gateway.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "api-gateway.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "model-catalog.selectorLabels" . }}
 {{- end }}
 
 {{- define "api-gateway.serviceAccountName" -}}
@@ -55,7 +43,7 @@ and the balancing settings (the entry's `balancing` over the chart's, key by key
 */}}
 {{- define "api-gateway.routes" -}}
 {{- $routes := list }}
-{{- $domain := .Values.routing.clusterDomain }}
+{{- $domain := include "model-catalog.clusterDomain" . }}
 {{- $catalog := include "model-catalog.routes" (dict "models" .Values.models "namespace" (include "api-gateway.modelNamespace" .)) | fromYaml }}
 {{- range $r := $catalog.routes }}
 {{- $balancing := deepCopy $.Values.balancing }}
@@ -114,6 +102,7 @@ and the balancing settings (the entry's `balancing` over the chart's, key by key
     "auth" (dict "enabled" .Values.auth.enabled "keysFile" (printf "%s/%s" .Values.paths.secretsDir .Values.auth.secretKey))
     "body" (dict "maxSize" .Values.body.maxSize)
     "endpoints" (include "model-catalog.gatewayEndpoints" . | fromYamlArray)
+    "cors" .Values.cors
     "discovery" (dict "intervalSeconds" .Values.routing.discovery.intervalSeconds
                       "timeoutMs" (mul .Values.routing.discovery.timeoutSeconds 1000)
                       "servers" .Values.routing.discovery.servers)
@@ -158,15 +147,12 @@ and the balancing settings (the entry's `balancing` over the chart's, key by key
 {{- if eq (int .Values.metrics.port) (int .Values.containerPort) }}
 {{- $messages = append $messages (printf "metrics.port (%d): must differ from containerPort." (int .Values.metrics.port)) }}
 {{- end }}
-{{- $messages = without $messages "" }}
-{{- if $messages }}
-{{- fail (printf "\napi-gateway: invalid values:\n%s" (join "\n" $messages)) }}
-{{- end }}
+{{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}
 
 {{/* PodDisruptionBudget API: policy/v1 unless the cluster only serves v1beta1 (Kubernetes 1.20). */}}
 {{- define "api-gateway.pdb.apiVersion" -}}
-{{- if and (.Capabilities.APIVersions.Has "policy/v1beta1/PodDisruptionBudget") (not (.Capabilities.APIVersions.Has "policy/v1/PodDisruptionBudget")) }}policy/v1beta1{{ else }}policy/v1{{ end }}
+{{- include "model-catalog.pdbApiVersion" . }}
 {{- end }}
 
 {{/* HPA API: autoscaling/v2 unless the cluster only serves v2beta2 (Kubernetes 1.20 to 1.22). */}}

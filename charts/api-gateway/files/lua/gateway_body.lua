@@ -430,7 +430,13 @@ end
 function _M.scan(src, session_fields)
     local i, c = skip_ws(src, 0)
     if c ~= B_LBRACE then
-        return nil, errors.new(400, "The request body must be a JSON object.", "invalid_json")
+        local what = "The request body must be a JSON object."
+        if c == nil then
+            what = "The request body is empty; send a JSON object with the request's fields."
+        elseif c == 0xEF and at(src, 1) == 0xBB and at(src, 2) == 0xBF then
+            what = "The request body starts with a UTF-8 byte order mark, which JSON does not allow (RFC 8259)."
+        end
+        return nil, errors.new(400, what, "invalid_json")
     end
     local out = {}
     local seen

@@ -9,6 +9,7 @@ local cjson = require "cjson.safe"
 local ngx = ngx
 local io_open = io.open
 local ipairs = ipairs
+local pairs = pairs
 local lower = string.lower
 local match = string.match
 local tonumber = tonumber
@@ -103,13 +104,14 @@ function _M.index_routes(routes)
     return by_name
 end
 
--- Validates the API keys file's entries and prepares them for lookups:
--- the key itself is kept only as a SHA-1 digest (compared in constant time).
+-- Validates the API keys file's entries and prepares them for lookups: the key
+-- itself is kept only as a SHA-1 digest (compared in constant time). Messages
+-- name entries by position and name, never by key.
 function _M.load_keys(entries, by_name, digest)
     if type(entries) ~= "table" or #entries == 0 then
         return nil, "the API keys file must hold a non-empty JSON list"
     end
-    local keys = {}
+    local keys, names, digests = {}, {}, {}
     for i, entry in ipairs(entries) do
         local where = "API key #" .. i
         if type(entry) ~= "table" then
@@ -119,9 +121,22 @@ function _M.load_keys(entries, by_name, digest)
             return nil, where .. " needs a \"name\""
         end
         where = where .. " (" .. entry.name .. ")"
+        if names[entry.name] then
+            return nil, where .. " has the same name as " .. names[entry.name]
+                .. ": names label the logs and share one rate-limit counter, so each must be unique"
+        end
+        names[entry.name] = where
         if type(entry.key) ~= "string" or #entry.key < 16 then
             return nil, where .. " needs a \"key\" of at least 16 characters"
         end
+        if match(entry.key, "[%s%c]") then
+            return nil, where .. ": the key holds whitespace or a control character (a bearer token cannot)"
+        end
+        local d = digest(entry.key)
+        if digests[d] then
+            return nil, where .. " has the same key as " .. digests[d] .. "; give each entry its own key"
+        end
+        digests[d] = where
         local rpm = entry.requestsPerMinute
         if rpm ~= nil and (type(rpm) ~= "number" or rpm < 0) then
             return nil, where .. ": requestsPerMinute must be a number >= 0"
@@ -140,7 +155,17 @@ function _M.load_keys(entries, by_name, digest)
                 ngx.log(ngx.WARN, where, ": model \"", name, "\" is not in the routing table; ignored")
             end
         end
-        keys[i] = { name = entry.name, digest = digest(entry.key), all = all, models = allowed,
+        local default_route
+        if entry.defaultModel ~= nil then
+            default_route = type(entry.defaultModel) == "string" and by_name[entry.defaultModel]
+            if not default_route then
+                return nil, where .. ": defaultModel " .. tostring(entry.defaultModel) .. " is not a routed model"
+            end
+            if not all and not allowed[default_route.name] then
+                return nil, where .. ": defaultModel " .. entry.defaultModel .. " is not one of its models"
+            end
+        end
+        keys[i] = { name = entry.name, digest = d, all = all, models = allowed, default_route = default_route,
                     requests_per_minute = (rpm and rpm > 0) and rpm or nil }
     end
     return keys
@@ -186,9 +211,25 @@ function _M.init(config_dir)
         end
     end
 
+    -- Lower-cased names, for the "did you mean" of a 404.
+    local by_lower = {}
+    for name, route in pairs(by_name) do
+        by_lower[lower(name)] = by_lower[lower(name)] or route
+    end
+
     _M.settings = settings
     _M.routes = routes
     _M.by_name = by_name
+    _M.by_lower = by_lower
+    -- CORS: the allowed origins as a set ("*" allows any), the headers a preflight may ask for.
+    local cors = settings.cors or {}
+    local origins
+    for _, origin in ipairs(cors.allowedOrigins or {}) do
+        origins = origins or {}
+        origins[origin] = true
+    end
+    _M.cors = { origins = origins, any = origins and origins["*"] or false,
+                headers = table.concat(cors.allowedHeaders or {}, ", "), maxAgeSeconds = cors.maxAgeSeconds or 600 }
     _M.default_route = default
     _M.max_body = max_body
     _M.auth_enabled = auth.enabled and true or false
@@ -196,6 +237,10 @@ function _M.init(config_dir)
     _M.health = settings.healthCheck or {}
     _M.discovery = settings.discovery or {}
     _M.endpoints = settings.endpoints or {}
+    _M.served = {}
+    for _, path in ipairs(_M.endpoints) do
+        _M.served[path] = true
+    end
     -- The body fields that hold a session key (one scan serves every route).
     local session_fields, needs_dns = nil, false
     for _, route in ipairs(routes) do

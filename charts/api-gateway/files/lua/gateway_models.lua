@@ -8,6 +8,7 @@ local errors = require "gateway_errors"
 local router = require "gateway_router"
 local auth = require "gateway_auth"
 local health = require "gateway_health"
+local cors = require "gateway_cors"
 
 local ngx = ngx
 local tostring = tostring
@@ -46,6 +47,8 @@ local function respond(text)
     ngx.print(text, "\n")
 end
 
+local GET = { "GET", "HEAD" }
+
 local function allowed_caller()
     local method = ngx.req.get_method()
     if method ~= "GET" and method ~= "HEAD" then
@@ -56,6 +59,9 @@ end
 
 -- GET /v1/models
 function _M.list()
+    if cors.handle(GET) then
+        return
+    end
     local key, err = allowed_caller()
     if key == nil then
         return errors.send(err)
@@ -71,6 +77,9 @@ end
 
 -- GET /v1/models/{id}: by name or alias.
 function _M.get(id)
+    if cors.handle(GET) then
+        return
+    end
     local key, err = allowed_caller()
     if key == nil then
         return errors.send(err)

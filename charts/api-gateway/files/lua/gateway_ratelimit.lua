@@ -9,7 +9,8 @@ local min = math.min
 
 local _M = { WINDOW = 60 }
 
--- Returns true, remaining; or nil, retry_after_seconds when over the limit.
+-- Returns true, remaining, reset_seconds (until the window starts afresh); or
+-- nil, 0, retry_after_seconds when over the limit.
 function _M.check(dict, name, limit, now)
     local window = _M.WINDOW
     local current = floor(now / window)
@@ -26,10 +27,10 @@ function _M.check(dict, name, limit, now)
         if count < limit and previous > 0 then
             wait = min(wait, (estimate - limit + 1) * window / previous)
         end
-        return nil, max(1, ceil(wait))
+        return nil, 0, max(1, ceil(wait))
     end
     local newcount = dict:incr(key, 1, 0, window * 2) or count + 1
-    return true, max(0, floor(limit - previous * weight - newcount))
+    return true, max(0, floor(limit - previous * weight - newcount)), max(1, ceil(window - elapsed))
 end
 
 return _M

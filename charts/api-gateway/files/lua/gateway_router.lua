@@ -11,6 +11,7 @@ local ratelimit = require "gateway_ratelimit"
 local health = require "gateway_health"
 local balancer = require "gateway_balancer"
 local metrics = require "gateway_metrics"
+local cors = require "gateway_cors"
 
 local ngx = ngx
 local find = string.find
@@ -32,14 +33,18 @@ function _M.caller()
     if not key then
         return nil, err
     end
-    ngx.var.gateway_key = key.name
-    if key.requests_per_minute then
-        local ok, retry_after = ratelimit.check(ngx.shared[_M.RATELIMIT_DICT], key.name, key.requests_per_minute,
-            ngx.now())
+    local var = ngx.var
+    var.gateway_key = key.name
+    local limit = key.requests_per_minute
+    if limit then
+        local ok, left, reset = ratelimit.check(ngx.shared[_M.RATELIMIT_DICT], key.name, limit, ngx.now())
+        -- OpenAI's headers, on this answer whatever it is (add_header in nginx.conf).
+        var.gateway_ratelimit_limit = limit
+        var.gateway_ratelimit_remaining = ok and left or 0
+        var.gateway_ratelimit_reset = reset .. "s"
         if not ok then
-            return nil, errors.new(429, "Rate limit of " .. key.requests_per_minute
-                .. " requests per minute reached for this API key; retry after " .. retry_after .. " s.",
-                "rate_limit_exceeded", nil, { ["Retry-After"] = tostring(retry_after) })
+            return nil, errors.new(429, "Rate limit of " .. limit .. " requests per minute reached for this API key; "
+                .. "retry after " .. reset .. " s.", "rate_limit_exceeded", nil, { ["Retry-After"] = tostring(reset) })
         end
     end
     return key
@@ -103,41 +108,55 @@ function _M.not_ready(route)
         .. "; retry later.", "model_not_ready", "model", { ["Retry-After"] = retry_after() })
 end
 
--- The route for a request's model (nil = absent), or nil, err.
+-- The route for a request's model (nil = absent), or nil, err. A key learns
+-- nothing of models it may not use: without "model", its own default or the
+-- gateway's (when the key may use it), else 400; a 404 names only what the
+-- client sent, and suggests only a model the key may use.
 function _M.route_for(model, key)
-    local route
     if model == nil then
-        route = config.default_route
-        if not route then
-            return nil, errors.new(400, "The request has no \"model\" and the gateway has no default model; "
-                .. "GET /v1/models lists the models.", "model_required", "model")
+        local route = key and key.default_route or config.default_route
+        if not route or not auth.allows(key, route.name) then
+            return nil, errors.new(400, "The request has no \"model\"; GET /v1/models lists the models you can use.",
+                "model_required", "model")
         end
-    else
-        route = config.by_name[model]
+        return route
     end
-    if not route or not auth.allows(key, route.name) then
-        return nil, errors.new(404, "The model \"" .. tostring(model or route.name) .. "\" does not exist or you "
-            .. "do not have access to it; GET /v1/models lists the models you can use.", "model_not_found", "model")
+    local route = config.by_name[model]
+    if route and auth.allows(key, route.name) then
+        return route
     end
-    return route
+    local message = "The model \"" .. model .. "\" does not exist or you do not have access to it"
+    local near = config.by_lower[lower(model)]
+    if not route and near and auth.allows(key, near.name) then
+        message = message .. "; did you mean \"" .. near.name .. "\"? (names are case-sensitive)"
+    end
+    return nil, errors.new(404, message .. "; GET /v1/models lists the models you can use.", "model_not_found",
+        "model")
 end
 
 -- Content handler of @gateway_error: nginx's own 502/503/504 for a routed request. When the
 -- last connect failed (refused, timed out) and the model has no usable pod left, the client
 -- gets the same 503 as access() answers; any other upstream error keeps nginx's status
--- (502 refused or reset, 504 timeout).
+-- (502 refused or reset, 504 timeout). Once a connection was made the request was sent and
+-- may have run: `x-should-retry: false` keeps the OpenAI SDKs from sending the generation
+-- again (they retry 5xx by default).
 function _M.upstream_error()
     local var = ngx.var
     local route = config.by_name[var.gateway_model or ""]
     -- $upstream_connect_time ends in "-" when the last attempt never connected.
-    if route and find(var.upstream_connect_time or "", "%-$") then
-        if var.gateway_endpoint ~= "" then
-            health.failed(route, var.gateway_endpoint)
+    local connected = not find(var.upstream_connect_time or "-", "%-$")
+    if route and not connected then
+        local ep = var.gateway_endpoint
+        if ep and ep ~= "" then
+            health.failed(route, ep)
         end
         local err = _M.not_ready(route)
         if err then
             return errors.send(err)
         end
+    end
+    if connected then
+        var.gateway_should_retry = "false"
     end
     return errors.send_nginx_error()
 end
@@ -169,7 +188,23 @@ function _M.log()
     metrics.log()
 end
 
+local POST = { "POST" }
+
+-- Content-Encoding the gateway can read: none. A compressed body cannot be
+-- routed (nor read by vLLM or llama-server), so it is refused by name.
+local function encoding_error()
+    local encoding = ngx.var.http_content_encoding
+    if encoding and encoding ~= "" and lower(encoding) ~= "identity" then
+        return errors.new(415, "The request body is sent with Content-Encoding " .. encoding .. "; the gateway "
+            .. "(and the model servers) read only uncompressed JSON: send it without compression.",
+            "unsupported_content_encoding")
+    end
+end
+
 function _M.access()
+    if cors.handle(POST) then
+        return
+    end
     if _M.credential_in_query(ngx.var.args) then
         return fail(errors.new(400, "Send the API key in the Authorization header, not in the URL.",
             "credential_in_query"))
@@ -183,7 +218,12 @@ function _M.access()
             { Allow = "POST" }))
     end
     if not content_type_ok(ngx.var.content_type) then
-        return fail(errors.new(400, "The request's Content-Type must be application/json.", "invalid_content_type"))
+        return fail(errors.new(400, "The request's Content-Type must be application/json, not "
+            .. tostring(ngx.var.content_type) .. ".", "invalid_content_type"))
+    end
+    err = encoding_error()
+    if err then
+        return fail(err)
     end
     local src
     src, err = body.open(config.max_body)

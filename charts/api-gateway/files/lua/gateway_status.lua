@@ -24,9 +24,15 @@ end
 -- The JSON 404 for a path the gateway does not serve, naming those it does
 -- (gateway.json's endpoints: the one list nginx.conf's locations come from too).
 function _M.not_found()
-    return errors.send(errors.new(404, "Unknown endpoint " .. ngx.req.get_method() .. " " .. ngx.var.uri
-        .. "; the gateway serves POST " .. concat(config.endpoints, ", ") .. " and GET /v1/models.",
-        "unknown_endpoint"))
+    local uri = ngx.var.uri
+    local message = "Unknown endpoint " .. ngx.req.get_method() .. " " .. uri
+    local bare = uri:match("^(.-)/+$")
+    if bare and (bare == "/v1/models" or config.served[bare]) then
+        message = message .. ": remove the trailing slash (" .. bare .. ")."
+    else
+        message = message .. "; the gateway serves POST " .. concat(config.endpoints, ", ") .. " and GET /v1/models."
+    end
+    return errors.send(errors.new(404, message, "unknown_endpoint"))
 end
 
 return _M

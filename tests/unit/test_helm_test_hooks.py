@@ -136,6 +136,7 @@ class _Server(http.server.BaseHTTPRequestHandler):
     health = 200
     ids: list = []
     key = ""
+    chat = 200  # the status of /v1/chat/completions (400: a model without a chat template)
 
     def do_GET(self):
         if self.path in ("/health", "/healthz"):
@@ -147,6 +148,15 @@ class _Server(http.server.BaseHTTPRequestHandler):
                 self._send(200, json.dumps({"object": "list", "data": [{"id": i} for i in self.ids]}).encode())
         else:
             self._send(404, b"")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path != "/v1/chat/completions" or body.get("model") not in self.ids:
+            self._send(404, b'{"error": {"message": "no such model"}}')
+        elif self.chat != 200:
+            self._send(self.chat, b'{"error": {"message": "default chat template is no longer allowed"}}')
+        else:
+            self._send(200, json.dumps({"choices": [{"message": {"content": "hi"}}]}).encode())
 
     def _send(self, status, body):
         self.send_response(status)
@@ -162,7 +172,7 @@ class _Server(http.server.BaseHTTPRequestHandler):
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Server)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    _Server.health, _Server.ids, _Server.key = 200, ["alpha", "alpha-alias"], ""
+    _Server.health, _Server.ids, _Server.key, _Server.chat = 200, ["alpha", "alpha-alias"], "", 200
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
 
@@ -191,7 +201,19 @@ def test_script_passes_when_healthy_and_listed(server):
     proc = run_script("vllm-models", ALPHA, server)
     assert proc.returncode == 0, proc.stderr
     assert "ok: GET " + server + "/v1/models lists alpha" in proc.stdout
+    assert "ok: POST " + server + "/v1/chat/completions answered a chat for alpha" in proc.stdout
     assert proc.stdout.strip().endswith("all checks passed")
+
+
+@needs_curl
+def test_script_fails_when_a_listed_model_cannot_chat(server):
+    """Up and listed is not enough: real vLLM serves /health and /v1/models for a model without a
+    chat template and answers every chat request 400."""
+    _Server.chat = 400
+    proc = run_script("vllm-models", ALPHA, server)
+    assert proc.returncode != 0
+    assert f"FAIL: POST {server}/v1/chat/completions for model alpha answered 400" in proc.stderr, proc.stderr
+    assert "default chat template" in proc.stderr, proc.stderr
 
 
 @needs_curl

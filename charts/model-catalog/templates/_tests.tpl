@@ -7,9 +7,11 @@ model-catalog.testScript with curl.
 The check, a POSIX sh script (busybox, dash, bash). Arguments: triples
 URL HEALTH_PATH NAME. For each new URL: GET URL+HEALTH_PATH must answer 200 (curl
 retries a loading server's 503); then, when NAME is not empty, GET URL/v1/models
-must list the id NAME. $API_KEY (optional) is sent as a bearer token through curl's config on
-stdin, never on the command line. $SKIP_MODELS (optional) skips the /v1/models
-checks and says why.
+must list the id NAME, and POST URL/v1/chat/completions for NAME (one token) must answer
+200 with choices: a model that is up but cannot chat (e.g. vLLM with a model whose tokenizer
+has no chat template answers 400) fails. $API_KEY (optional) is sent as a bearer token through
+curl's config on stdin, never on the command line. $SKIP_MODELS (optional) skips the
+/v1/models and chat checks and says why.
 */}}
 {{- define "model-catalog.testScript" -}}
 set -eu
@@ -43,6 +45,15 @@ while [ "$#" -ge 3 ]; do
   case "$models" in
     *"\"id\":\"$name\""*) echo "ok: GET $url/v1/models lists $name" ;;
     *) fail "GET $url/v1/models does not list model $name; it answered: $(printf '%s' "$models" | cut -c1-500)" ;;
+  esac
+  body=$(printf '{"model":"%s","messages":[{"role":"user","content":"Say hi"}],"max_tokens":1}' "$name")
+  answer=$(auth | curl -sS --max-time 120 -K - -H 'Content-Type: application/json' -d "$body" -w '\n%{http_code}' "$url/v1/chat/completions") || fail "POST $url/v1/chat/completions: no answer (model $name)"
+  code=$(printf '%s\n' "$answer" | tail -n 1)
+  answer=$(printf '%s\n' "$answer" | sed '$d' | tr -d '\r\n')
+  [ "$code" = 200 ] || fail "POST $url/v1/chat/completions for model $name answered $code: $(printf '%s' "$answer" | cut -c1-500)"
+  case "$answer" in
+    *'"choices"'*) echo "ok: POST $url/v1/chat/completions answered a chat for $name" ;;
+    *) fail "POST $url/v1/chat/completions for model $name answered 200 without choices: $(printf '%s' "$answer" | cut -c1-500)" ;;
   esac
 done
 echo "all checks passed"

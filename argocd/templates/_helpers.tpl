@@ -1,22 +1,4 @@
-{{/* Chart name, cut to 63 characters. */}}
-{{- define "llm-stack.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/* Common labels. */}}
-{{- define "llm-stack.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "llm-stack.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: llm-stack
-{{- end }}
-
-{{/* Selector labels (this chart selects nothing; kept for the house pattern). */}}
-{{- define "llm-stack.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "llm-stack.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-{{- end }}
+{{/* Names and labels of the chart and the validation come from model-catalog. */}}
 
 {{/* The enabled Applications, as YAML `applications: {name: entry}`. */}}
 {{- define "llm-stack.enabled" -}}
@@ -81,7 +63,5 @@ parameters:
 {{- if and .Values.selfManage.enabled (hasKey .Values.applications .Values.selfManage.name) }}
 {{- $messages = append $messages (printf "selfManage.name: %q is also a key of applications; give the app of apps another name." .Values.selfManage.name) }}
 {{- end }}
-{{- if $messages }}
-{{- fail (printf "\nllm-stack: invalid values:\n%s" (join "\n" $messages)) }}
-{{- end }}
+{{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}

@@ -1,26 +1,10 @@
-{{/* Chart name, cut to 63 characters. */}}
-{{- define "llm-gateway-api.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/* Name of the objects: the release name, cut to 63 characters. */}}
+{{/*
+Name of the objects: the release name, cut to 63 characters (one release is one exposure,
+named by its Argo CD Application). Labels, names of the chart and the validation come from
+model-catalog.
+*/}}
 {{- define "llm-gateway-api.fullname" -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/* Common labels. */}}
-{{- define "llm-gateway-api.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "llm-gateway-api.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: llm-stack
-{{- end }}
-
-{{/* Selector labels (this chart selects no pods; kept for the house pattern). */}}
-{{- define "llm-gateway-api.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "llm-gateway-api.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
@@ -71,7 +55,5 @@ Backends of the routes, as YAML `backends: [...]` with name, namespace, port and
 {{- if and $g.create $g.tls.enabled (not $g.tls.secretName) }}
 {{- $messages = append $messages "gateway.tls.secretName: empty while gateway.tls.enabled=true; name the TLS Secret in the release namespace." }}
 {{- end }}
-{{- if $messages }}
-{{- fail (printf "\nllm-gateway-api: invalid values:\n%s" (join "\n" $messages)) }}
-{{- end }}
+{{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}

@@ -1,26 +1,11 @@
-{{/* Chart name, cut to 63 characters. */}}
-{{- define "llm-istio.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/* Name of the objects: the release name (e.g. llm-istio), cut to 63 characters. */}}
+{{/*
+Name of the objects: the release name (e.g. llm-istio), cut to 63 characters. The exposure
+objects are named after the release alone, unlike model-catalog.fullname: one release of this
+chart is one exposure, and the Argo CD Application names it. Labels, names of the chart and
+the validation come from model-catalog.
+*/}}
 {{- define "llm-istio.fullname" -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/* Common labels. */}}
-{{- define "llm-istio.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "llm-istio.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: llm-stack
-{{- end }}
-
-{{/* Selector labels (this chart selects no pods of its own; kept for the house pattern). */}}
-{{- define "llm-istio.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "llm-istio.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
@@ -38,14 +23,14 @@ v1 unless the cluster serves only v1beta1 (Istio < 1.22), or what .Values.apiVer
 {{- printf "%s/%s" .group $version }}
 {{- end }}
 
-{{/* Cluster DNS name of the api-gateway Service. */}}
+{{/* Cluster DNS name of the api-gateway Service (global.clusterDomain). */}}
 {{- define "llm-istio.apiGatewayHost" -}}
-{{- printf "%s.%s.svc.cluster.local" .Values.global.gateway.serviceName (.Values.global.gateway.namespace | default .Release.Namespace) }}
+{{- include "model-catalog.gatewayFqdn" . }}
 {{- end }}
 
-{{/* Cluster DNS name of the Open WebUI Service. */}}
+{{/* Cluster DNS name of the Open WebUI Service (global.clusterDomain). */}}
 {{- define "llm-istio.openwebuiHost" -}}
-{{- printf "%s.%s.svc.cluster.local" .Values.openwebui.serviceName (.Values.openwebui.namespace | default .Release.Namespace) }}
+{{- include "model-catalog.serviceFqdn" (dict "context" . "name" .Values.openwebui.serviceName "namespace" (.Values.openwebui.namespace | default .Release.Namespace)) }}
 {{- end }}
 
 {{/* The Gateway the routes bind to: "<namespace>/<name>". */}}
@@ -69,7 +54,7 @@ retries:
 
 {{/* Every rule the schema cannot express; fails once with all messages. */}}
 {{- define "llm-istio.validateValues" -}}
-{{- $messages := without (list (include "model-catalog.validate" .Values.models)) "" }}
+{{- $messages := list (include "model-catalog.validate" .Values.models) }}
 {{- if and (not .Values.gateway.create) (not .Values.gateway.existing) }}
 {{- $messages = append $messages "gateway.existing: empty while gateway.create=false; name the Gateway to bind to as <namespace>/<name>, or set gateway.create=true." }}
 {{- end }}
@@ -79,7 +64,5 @@ retries:
 {{- if and .Values.gateway.create (not .Values.hosts) }}
 {{- $messages = append $messages "hosts: empty; list at least one host name (\"*\" accepts any)." }}
 {{- end }}
-{{- if $messages }}
-{{- fail (printf "\nllm-istio: invalid values:\n%s" (join "\n" $messages)) }}
-{{- end }}
+{{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}

@@ -1,4 +1,5 @@
 """charts/ramalama-models: GGUF files from a host path, served by llama-server (one Deployment and Service per model)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,22 @@ class TestCommand:
     def test_llama_server_runs_with_an_explicit_command_in_ramalamas_shape(self):
         c = server(render({"models": [{**TINY, "contextSize": 2048, "threads": 4}]}))
         assert c["command"] == ["llama-server"]
-        assert c["args"] == ["--host", "0.0.0.0", "--port", "8080", "--model", "/mnt/models/tiny.gguf",
-                             "--alias", "tiny", "--ctx-size", "2048", "-ngl", "0", "--threads", "4"]
+        assert c["args"] == [
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8080",
+            "--model",
+            "/mnt/models/tiny.gguf",
+            "--alias",
+            "tiny",
+            "--ctx-size",
+            "2048",
+            "-ngl",
+            "0",
+            "--threads",
+            "4",
+        ]
 
     def test_alias_is_the_routed_model_name(self):
         args = server(render({"models": [{**TINY, "aliases": ["tiny-chat"]}]}))["args"]
@@ -61,7 +76,7 @@ class TestCommand:
 
     @pytest.mark.parametrize("cpu, threads", [("4", "4"), (2, "2"), ("2500m", "2"), ("500m", "1"), ("1.5", "1")])
     def test_unset_threads_follow_the_cpu_limit(self, cpu, threads):
-        c = server(render({"models": [{**TINY, "resources": {"limits": {"cpu": cpu}}}]}))
+        c = server(render({"models": [{**TINY, "resources": {"limits": {"cpu": cpu}, "requests": {"cpu": "100m"}}}]}))
         assert flag(c["args"], "--threads") == threads
 
     def test_explicit_threads_win_over_the_cpu_limit(self):
@@ -69,9 +84,15 @@ class TestCommand:
         assert flag(c["args"], "--threads") == "3"
 
     def test_extra_args_come_after_the_charts_own_and_metrics_adds_its_flag(self):
-        args = server(render({"models": [{**TINY, "extraArgs": ["--jinja", "--flash-attn"]}],
-                              "metrics": {"enabled": True}}))["args"]
-        assert args[-3:] == ["--metrics", "--jinja", "--flash-attn"]
+        args = server(
+            render(
+                {
+                    "models": [{**TINY, "extraArgs": ["--jinja", "--flash-attn", "on"]}],
+                    "defaults": {"serviceMonitor": {"enabled": True}},
+                }
+            )
+        )["args"]
+        assert args[-4:] == ["--metrics", "--jinja", "--flash-attn", "on"]
 
     def test_nested_model_path_is_under_the_mount(self):
         m = render({"models": [{"modelName": "q", "gguf": "./qwen/q4.gguf"}]})
@@ -82,14 +103,24 @@ class TestCatalog:
     def test_shared_models_yaml_deploys_only_its_gguf_entries(self):
         m = render(values_files=[REPO / "models.yaml"])
         assert sorted(d["metadata"]["name"] for d in find(m, "Deployment")) == ["ramalama-tinyllama-gguf"]
-        assert sorted(s["metadata"]["name"] for s in find(m, "Service")) == ["ramalama-tinyllama-gguf",
-                                                                              "ramalama-tinyllama-gguf-pods"]
+        assert sorted(s["metadata"]["name"] for s in find(m, "Service")) == [
+            "ramalama-tinyllama-gguf",
+            "ramalama-tinyllama-gguf-pods",
+        ]
         assert flag(server(m, "tinyllama-gguf")["args"], "--ctx-size") == "2048"
 
     def test_disabled_entry_leaves_no_object_behind(self):
-        m = render({"models": [TINY, {"modelName": "off", "gguf": "off.gguf", "enabled": False}],
-                    "fetch": {"enabled": True}, "podDisruptionBudget": {"enabled": True},
-                    "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}})
+        m = render(
+            {
+                "models": [TINY, {"modelName": "off", "gguf": "off.gguf", "enabled": False}],
+                "fetch": {"enabled": True},
+                "defaults": {
+                    "podDisruptionBudget": {"enabled": True},
+                    "serviceMonitor": {"enabled": True},
+                    "chatTemplate": "{{ messages }}",
+                },
+            }
+        )
         assert not [o for o in m if "off" in o["metadata"]["name"]]
         assert deployment(m)
 
@@ -99,25 +130,55 @@ class TestCatalog:
 
 class TestDefaults:
     def test_defaults_fill_keys_the_entry_lacks(self):
-        m = render({"defaults": {"replicas": 3, "contextSize": 8192, "threads": 6, "extraArgs": ["--jinja"],
-                                 "nodeSelector": {"disk": "models"}},
-                    "models": [TINY]})
+        m = render(
+            {
+                "defaults": {
+                    "replicas": 3,
+                    "contextSize": 8192,
+                    "threads": 6,
+                    "extraArgs": ["--jinja"],
+                    "nodeSelector": {"disk": "models"},
+                },
+                "models": [TINY],
+            }
+        )
         args = server(m)["args"]
         assert deployment(m)["spec"]["replicas"] == 3
         assert (flag(args, "--ctx-size"), flag(args, "--threads"), args[-1]) == ("8192", "6", "--jinja")
         assert pod(m)["nodeSelector"] == {"disk": "models"}
 
     def test_entry_keys_win_whole_even_when_zero(self):
-        m = render({"defaults": {"accelerator": "cuda", "replicas": 2, "extraArgs": ["--jinja"],
-                                 "nodeSelector": {"a": "1"}, "resources": {"requests": {"cpu": "1"}}},
-                    "models": [{**TINY, "replicas": 0, "gpuLayers": 0, "extraArgs": ["--no-warmup"],
-                                "nodeSelector": {"b": "2"}, "resources": {"limits": {"memory": "1Gi"}}}]})
+        m = render(
+            {
+                "defaults": {
+                    "accelerator": "cuda",
+                    "replicas": 2,
+                    "extraArgs": ["--jinja"],
+                    "nodeSelector": {"a": "1"},
+                    "resources": {"requests": {"cpu": "1"}},
+                },
+                "models": [
+                    {
+                        **TINY,
+                        "replicas": 0,
+                        "gpuLayers": 0,
+                        "extraArgs": ["--no-warmup"],
+                        "nodeSelector": {"b": "2"},
+                        "resources": {"limits": {"memory": "1Gi"}},
+                    }
+                ],
+            }
+        )
         args = server(m)["args"]
         assert deployment(m)["spec"]["replicas"] == 0
         assert flag(args, "-ngl") == "0"
         assert args[-1] == "--no-warmup" and "--jinja" not in args
         assert pod(m)["nodeSelector"] == {"b": "2"}
-        assert server(m)["resources"] == {"limits": {"memory": "1Gi", "nvidia.com/gpu": 1}}
+        # resources is a settings group: merged key by key, so the defaults' request stays.
+        assert server(m)["resources"] == {
+            "limits": {"memory": "1Gi", "nvidia.com/gpu": 1},
+            "requests": {"cpu": "1", "memory": "1Gi"},
+        }
 
     def test_null_in_an_entry_means_use_the_default(self):
         m = render({"defaults": {"threads": 8}, "models": [{**TINY, "threads": None}]})
@@ -137,16 +198,28 @@ class TestService:
         assert server(m)["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
 
     def test_every_object_goes_to_the_model_namespace(self):
-        m = render({"models": [TINY], "global": {"modelNamespace": "models"}, "fetch": {"enabled": True},
-                    "serviceAccount": {"create": True}}, namespace="tools")
+        m = render(
+            {
+                "models": [TINY],
+                "global": {"modelNamespace": "models"},
+                "fetch": {"enabled": True},
+                "serviceAccount": {"create": True},
+            },
+            namespace="tools",
+        )
         assert m and {o["metadata"]["namespace"] for o in m} == {"models"}
         assert {o["metadata"]["namespace"] for o in render({"models": [TINY]}, namespace="tools")} == {"tools"}
 
     def test_names_fit_with_the_longest_model_name(self):
         long = "m" * 50
-        m = render({"models": [{"modelName": long, "gguf": "x.gguf", "url": "https://e.x/x.gguf"}],
-                    "fetch": {"enabled": True}, "podDisruptionBudget": {"enabled": True}},
-                   release="r" * 53)
+        m = render(
+            {
+                "models": [{"modelName": long, "gguf": "x.gguf", "url": "https://e.x/x.gguf"}],
+                "fetch": {"enabled": True},
+                "defaults": {"podDisruptionBudget": {"enabled": True}, "chatTemplate": "{{ messages }}"},
+            },
+            release="r" * 53,
+        )
         assert get(m, "Service", f"ramalama-{long}")
         assert all(len(o["metadata"]["name"]) <= 63 for o in m)
 
@@ -158,7 +231,9 @@ class TestProbes:
             assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
 
     def test_rollout_deadline_covers_the_load_budget(self):
-        m = render({"models": [TINY], "probes": {"startup": {"periodSeconds": 20, "failureThreshold": 90}}})
+        m = render(
+            {"models": [TINY], "defaults": {"probes": {"startup": {"periodSeconds": 20, "failureThreshold": 90}}}}
+        )
         startup = server(m)["startupProbe"]
         assert (startup["periodSeconds"], startup["failureThreshold"]) == (20, 90)
         assert deployment(m)["spec"]["progressDeadlineSeconds"] >= 20 * 90
@@ -183,14 +258,19 @@ class TestAccelerators:
         m = render({"models": [{**TINY, "resources": {"limits": {"cpu": "2"}}}]})
         c = server(m)
         assert c["image"] == "quay.io/ramalama/ramalama:0.12.4"
-        assert c["resources"] == {"limits": {"cpu": "2"}}
+        assert c["resources"] == {"limits": {"cpu": "2"}, "requests": {"cpu": "1", "memory": "1Gi"}}
         assert flag(c["args"], "-ngl") == "0"
         assert {v["name"] for v in pod(m)["volumes"]} == {"models", "tmp"}
         assert "runtimeClassName" not in pod(m) and "strategy" not in deployment(m)["spec"]
 
     def test_cuda_limits_nvidia_gpus_offloads_all_layers_and_never_surges(self):
-        m = render({"defaults": {"accelerator": "cuda", "gpuRequestCount": 2},
-                    "accelerators": {"cuda": {"runtimeClassName": "nvidia"}}, "models": [TINY]})
+        m = render(
+            {
+                "defaults": {"accelerator": "cuda", "gpuRequestCount": 2},
+                "accelerators": {"cuda": {"runtimeClassName": "nvidia"}},
+                "models": [TINY],
+            }
+        )
         c = server(m)
         assert c["image"] == "quay.io/ramalama/cuda:0.12.4"
         assert c["resources"]["limits"] == {"nvidia.com/gpu": 2}
@@ -199,13 +279,19 @@ class TestAccelerators:
         assert deployment(m)["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
 
     def test_rocm_limits_amd_gpus_and_mounts_kfd_and_dri(self):
-        m = render({"defaults": {"accelerator": "rocm"}, "accelerators": {"rocm": {"supplementalGroups": [44]}},
-                    "models": [TINY]})
+        m = render(
+            {
+                "defaults": {"accelerator": "rocm"},
+                "accelerators": {"rocm": {"supplementalGroups": [44]}},
+                "models": [TINY],
+            }
+        )
         c = server(m)
         assert c["image"] == "quay.io/ramalama/rocm:0.12.4"
         assert c["resources"]["limits"] == {"amd.com/gpu": 1}
-        devices = {v["hostPath"]["path"]: v["hostPath"]["type"] for v in pod(m)["volumes"]
-                   if v["name"].startswith("device-")}
+        devices = {
+            v["hostPath"]["path"]: v["hostPath"]["type"] for v in pod(m)["volumes"] if v["name"].startswith("device-")
+        }
         assert devices == {"/dev/kfd": "CharDevice", "/dev/dri": "Directory"}
         assert {v["mountPath"] for v in c["volumeMounts"] if v["name"].startswith("device-")} == set(devices)
         assert pod(m)["securityContext"]["supplementalGroups"] == [44]
@@ -213,37 +299,53 @@ class TestAccelerators:
     def test_vulkan_mounts_dri_without_a_gpu_resource(self):
         m = render({"defaults": {"accelerator": "vulkan"}, "models": [TINY]})
         c = server(m)
-        assert "resources" not in c
+        assert "limits" not in c["resources"]
         assert [v["hostPath"] for v in pod(m)["volumes"] if v["name"].startswith("device-")] == [
-            {"path": "/dev/dri", "type": "Directory"}]
+            {"path": "/dev/dri", "type": "Directory"}
+        ]
         assert flag(c["args"], "-ngl") == "999"
         assert c["securityContext"]["allowPrivilegeEscalation"] is False and "privileged" not in c["securityContext"]
 
     def test_privileged_device_access_is_an_explicit_opt_in(self):
-        m = render({"defaults": {"accelerator": "vulkan"}, "accelerators": {"vulkan": {"privileged": True}},
-                    "models": [TINY]})
+        m = render(
+            {"defaults": {"accelerator": "vulkan"}, "accelerators": {"vulkan": {"privileged": True}}, "models": [TINY]}
+        )
         sc = server(m)["securityContext"]
         # The API server refuses privileged with allowPrivilegeEscalation false.
         assert sc["privileged"] is True and sc["allowPrivilegeEscalation"] is True
 
     def test_mixed_cluster_picks_the_flavour_per_model(self):
-        m = render({"models": [TINY, {"modelName": "big", "gguf": "big.gguf", "accelerator": "cuda",
-                                      "nodeSelector": {"gpu": "yes"}}]})
+        m = render(
+            {
+                "models": [
+                    TINY,
+                    {"modelName": "big", "gguf": "big.gguf", "accelerator": "cuda", "nodeSelector": {"gpu": "yes"}},
+                ]
+            }
+        )
         assert server(m)["image"].startswith("quay.io/ramalama/ramalama:")
         assert server(m, "big")["image"].startswith("quay.io/ramalama/cuda:")
         assert "nodeSelector" not in pod(m) and pod(m, "big")["nodeSelector"] == {"gpu": "yes"}
 
     def test_gpu_request_zero_or_an_explicit_limit_is_respected(self):
         none = server(render({"defaults": {"accelerator": "cuda", "gpuRequestCount": 0}, "models": [TINY]}))
-        assert "resources" not in none
-        own = server(render({"defaults": {"accelerator": "cuda"},
-                             "models": [{**TINY, "resources": {"limits": {"nvidia.com/gpu": 4}}}]}))
+        assert "limits" not in none["resources"]
+        own = server(
+            render(
+                {
+                    "defaults": {"accelerator": "cuda"},
+                    "models": [{**TINY, "resources": {"limits": {"nvidia.com/gpu": 4}}}],
+                }
+            )
+        )
         assert own["resources"]["limits"] == {"nvidia.com/gpu": 4}
 
     def test_digest_pins_the_image(self):
         digest = "sha256:" + "a" * 64
-        assert server(render({"models": [TINY], "image": {"digest": digest}}))["image"] == \
-            f"quay.io/ramalama/ramalama@{digest}"
+        assert (
+            server(render({"models": [TINY], "image": {"digest": digest}}))["image"]
+            == f"quay.io/ramalama/ramalama@{digest}"
+        )
 
 
 class TestSecurity:
@@ -256,14 +358,18 @@ class TestSecurity:
         assert spec["securityContext"]["runAsUser"] != 0
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         sc = server(m)["securityContext"]
-        assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                      "capabilities": {"drop": ["ALL"]}}
+        assert sc == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
         assert volume(m, "tmp")["emptyDir"]["sizeLimit"] == "1Gi"
         assert {"name": "HOME", "value": "/tmp"} in server(m)["env"]
 
     def test_entry_env_can_replace_home_without_a_duplicate_name(self):
-        env = server(render({"models": [{**TINY, "env": [{"name": "HOME", "value": "/cache"},
-                                                          {"name": "X", "value": "1"}]}]}))["env"]
+        env = server(
+            render({"models": [{**TINY, "env": [{"name": "HOME", "value": "/cache"}, {"name": "X", "value": "1"}]}]})
+        )["env"]
         assert env == [{"name": "HOME", "value": "/cache"}, {"name": "X", "value": "1"}]
 
     def test_created_service_account_never_mounts_a_token(self):
@@ -274,9 +380,13 @@ class TestSecurity:
 
 
 class TestFetch:
-    FETCHING = {"fetch": {"enabled": True},
-                "models": [{**TINY, "url": "https://mirror.example/tiny.gguf", "sha256": "AB" * 32},
-                           {"modelName": "local", "gguf": "local.gguf"}]}
+    FETCHING = {
+        "fetch": {"enabled": True},
+        "models": [
+            {**TINY, "url": "https://mirror.example/tiny.gguf", "sha256": "AB" * 32},
+            {"modelName": "local", "gguf": "local.gguf"},
+        ],
+    }
 
     def test_off_by_default(self):
         m = render({"models": [{**TINY, "url": "https://mirror.example/tiny.gguf"}]})
@@ -328,9 +438,16 @@ class TestFetchScript:
         source.write_bytes(b"GGUF" + os.urandom(64))
 
         def go(target, sha="", query=""):
-            env = {"PATH": os.environ["PATH"], "MODEL_PATH": str(target), "MODEL_URL": source.as_uri() + query,
-                   "MODEL_SHA256": sha, "FETCH_TIMEOUT": "30", "POD_NAME": "p-1"}
+            env = {
+                "PATH": os.environ["PATH"],
+                "MODEL_PATH": str(target),
+                "MODEL_URL": source.as_uri() + query,
+                "MODEL_SHA256": sha,
+                "FETCH_TIMEOUT": "30",
+                "POD_NAME": "p-1",
+            }
             return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+
         return go, source
 
     def test_missing_file_is_downloaded_and_checked(self, run, tmp_path):
@@ -363,32 +480,35 @@ class TestFetchScript:
 
 class TestOptionalObjects:
     def test_servicemonitor_scrapes_metrics_of_each_model(self):
-        m = render({"models": [TINY], "metrics": {"enabled": True, "serviceMonitor": {
-            "enabled": True, "labels": {"release": "prom"}}}})
+        m = render({"models": [{**TINY, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}]})
         sm = get(m, "ServiceMonitor", "ramalama-tiny")
         assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
         assert sm["spec"]["selector"]["matchLabels"] == get(m, "Service", "ramalama-tiny")["spec"]["selector"]
         assert sm["metadata"]["labels"]["release"] == "prom"
+        assert "--metrics" in server(m)["args"]  # llama-server serves /metrics only with it
 
     def test_pdb_never_blocks_a_drain(self):
-        m = render({"models": [TINY], "podDisruptionBudget": {"enabled": True}})
+        m = render({"models": [TINY], "defaults": {"podDisruptionBudget": {"enabled": True}}})
         pdb = get(m, "PodDisruptionBudget", "ramalama-tiny")
         assert pdb["apiVersion"] == "policy/v1"
         assert pdb["spec"]["maxUnavailable"] == 1
 
     def test_explicit_strategy_wins(self):
-        m = render({"defaults": {"accelerator": "cuda"}, "models": [TINY], "strategy": {"type": "Recreate"}})
+        m = render({"defaults": {"accelerator": "cuda", "strategy": {"type": "Recreate"}}, "models": [TINY]})
         assert deployment(m)["spec"]["strategy"] == {"type": "Recreate"}
 
 
 class TestValidation:
-    @pytest.mark.parametrize("gguf, message", [
-        ("/etc/x", 'models[0] (tiny): gguf "/etc/x" must be relative'),
-        ("a/../../b.gguf", 'models[0] (tiny): gguf "a/../../b.gguf" must stay inside hostPath.path'),
-        ("", "models[0] (tiny): gguf is empty"),
-        ("dir/", 'models[0] (tiny): gguf "dir/" names a directory'),
-        ("model.bin", 'models[0] (tiny): gguf "model.bin" must name a .gguf file'),
-    ])
+    @pytest.mark.parametrize(
+        "gguf, message",
+        [
+            ("/etc/x", 'models[0] (tiny): gguf "/etc/x" must be relative'),
+            ("a/../../b.gguf", 'models[0] (tiny): gguf "a/../../b.gguf" must stay inside hostPath.path'),
+            ("", "models[0] (tiny): gguf is empty"),
+            ("dir/", 'models[0] (tiny): gguf "dir/" names a directory'),
+            ("model.bin", 'models[0] (tiny): gguf "model.bin" must name a .gguf file'),
+        ],
+    )
     def test_bad_gguf_paths_fail_naming_the_model_and_key(self, gguf, message):
         with pytest.raises(HelmError) as err:
             render({"models": [{"modelName": "tiny", "gguf": gguf}]})
@@ -411,8 +531,9 @@ class TestValidation:
 
     def test_credentials_in_a_url_are_refused_without_repeating_them(self):
         with pytest.raises(HelmError) as err:
-            render({"fetch": {"enabled": True},
-                    "models": [{**TINY, "url": "ftp://user:s3cr3t@mirror.example/tiny.gguf"}]})
+            render(
+                {"fetch": {"enabled": True}, "models": [{**TINY, "url": "ftp://user:s3cr3t@mirror.example/tiny.gguf"}]}
+            )
         assert "models[0] (tiny): url carries credentials" in err.value.stderr
         assert "s3cr3t" not in err.value.stderr
 

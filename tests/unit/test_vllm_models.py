@@ -1,4 +1,5 @@
 """Render tests of charts/vllm-models, grouped by behaviour."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,15 @@ from harness.render import HelmError, find, get, render_chart
 CHART = "vllm-models"
 CI = Path(__file__).resolve().parents[2] / "charts" / CHART / "ci"
 ORIGINAL_DESIGN = {
-    "models": [{"huggingfaceId": "microsoft/DialoGPT-medium", "modelName": "dialogpt-medium",
-                "gpuRequestCount": 1, "replicas": 1, "pvcSize": "10Gi"}],
+    "models": [
+        {
+            "huggingfaceId": "microsoft/DialoGPT-medium",
+            "modelName": "dialogpt-medium",
+            "gpuRequestCount": 1,
+            "replicas": 1,
+            "pvcSize": "10Gi",
+        }
+    ],
     "image": {"repository": "vllm/vllm-openai", "tag": "v0.11.0", "pullPolicy": "IfNotPresent"},
 }
 
@@ -65,6 +73,7 @@ def fails(values, helm="helm3"):
 
 # --- the original design ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("helm", ["helm3", "helm4"])
 def test_original_design_values_render_deployment_service_and_pvc(helm):
     # The release's objects; the `helm test` hook Pod is tested in test_helm_test_hooks.py.
@@ -97,8 +106,9 @@ def test_service_is_vllm_modelname_on_8080_targeting_the_http_port():
 
 
 def test_gguf_and_disabled_entries_leave_nothing_behind():
-    ms = render(model("on"), model("off", enabled=False), {"modelName": "tiny", "gguf": "tiny.gguf"},
-                tests={"enabled": False})
+    ms = render(
+        model("on"), model("off", enabled=False), {"modelName": "tiny", "gguf": "tiny.gguf"}, tests={"enabled": False}
+    )
     assert {m["metadata"]["name"] for m in ms} == {"vllm-on", "vllm-on-cache", "vllm-on-pods"}
 
 
@@ -108,17 +118,27 @@ def test_no_models_renders_nothing():
 
 # --- chart-wide defaults -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("helm", ["helm3", "helm4"])
 def test_defaults_apply_and_entry_keys_win_as_a_whole(helm):
-    ms = render_chart(CHART, {
-        "models": [
-            model("a"),
-            model("b", replicas=0, pvcKeep=False, nodeSelector={"pool": "b"}, extraArgs=["--dtype=half"]),
-            model("c", gpuMemoryUtilization=None),
-        ],
-        "defaults": {"replicas": 1, "gpuMemoryUtilization": 0.8, "pvcKeep": True,
-                     "nodeSelector": {"pool": "gpu", "x": "z"}, "extraArgs": ["--enable-prefix-caching"]},
-    }, helm=helm)
+    ms = render_chart(
+        CHART,
+        {
+            "models": [
+                model("a"),
+                model("b", replicas=0, pvcKeep=False, nodeSelector={"pool": "b"}, extraArgs=["--dtype=half"]),
+                model("c", gpuMemoryUtilization=None),
+            ],
+            "defaults": {
+                "replicas": 1,
+                "gpuMemoryUtilization": 0.8,
+                "pvcKeep": True,
+                "nodeSelector": {"pool": "gpu", "x": "z"},
+                "extraArgs": ["--enable-prefix-caching"],
+            },
+        },
+        helm=helm,
+    )
     assert deployment(ms, "a")["spec"]["replicas"] == 1
     assert pod(ms, "a")["nodeSelector"] == {"pool": "gpu", "x": "z"}
     assert flag(args(ms, "a"), "--gpu-memory-utilization") == "0.8"
@@ -134,7 +154,10 @@ def test_defaults_apply_and_entry_keys_win_as_a_whole(helm):
 def test_settings_groups_merge_key_by_key():
     ms = render(
         model("a", serviceMonitor={"enabled": True}, hfToken={"secretName": "other"}, image={"tag": "v0.11.1"}),
-        defaults={"serviceMonitor": {"enabled": False, "interval": "15s"}, "hfToken": {"secretName": "hf", "key": "tok"}},
+        defaults={
+            "serviceMonitor": {"enabled": False, "interval": "15s"},
+            "hfToken": {"secretName": "hf", "key": "tok"},
+        },
     )
     assert get(ms, "ServiceMonitor", "vllm-a")["spec"]["endpoints"][0]["interval"] == "15s"
     assert env(ms, "a")["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "other"
@@ -149,6 +172,7 @@ def test_per_model_keys_are_refused_in_defaults():
 
 
 # --- probes and rollout deadline -------------------------------------------------------------
+
 
 def test_startup_probe_on_health_covers_the_download_budget():
     ms = render(model("a"), model("b", startupTimeoutMinutes=90))
@@ -174,10 +198,20 @@ def test_liveness_and_readiness_never_kill_a_loading_model():
 
 # --- tensor parallelism and /dev/shm ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("helm", ["helm3", "helm4"])
 def test_tensor_parallel_size_defaults_to_the_gpu_count(helm):
-    ms = render_chart(CHART, {"models": [model("two", gpuRequestCount=2), model("one"),
-                                         model("pp", gpuRequestCount=4, tensorParallelSize=2)]}, helm=helm)
+    ms = render_chart(
+        CHART,
+        {
+            "models": [
+                model("two", gpuRequestCount=2),
+                model("one"),
+                model("pp", gpuRequestCount=4, tensorParallelSize=2),
+            ]
+        },
+        helm=helm,
+    )
     assert flag(args(ms, "two"), "--tensor-parallel-size") == "2"
     assert container(ms, "two")["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert flag(args(ms, "one"), "--tensor-parallel-size") == "1"
@@ -199,16 +233,26 @@ def test_tensor_parallel_above_gpu_count_is_refused():
 
 # --- vLLM arguments --------------------------------------------------------------------------------
 
+
 def test_served_model_name_is_the_routed_name_then_the_aliases():
     argv = args(render(model("qwen", aliases=["Qwen/Qwen2.5-7B-Instruct", "gpt-4o"])), "qwen")
     i = argv.index("--served-model-name")
-    assert argv[i + 1:i + 4] == ["qwen", "Qwen/Qwen2.5-7B-Instruct", "gpt-4o"]
+    assert argv[i + 1 : i + 4] == ["qwen", "Qwen/Qwen2.5-7B-Instruct", "gpt-4o"]
     assert argv[i + 4].startswith("--")
 
 
 def test_vllm_command_and_optional_flags():
-    ms = render(model("a", revision="abc123", maxModelLen=131072, gpuMemoryUtilization=0.85, trustRemoteCode=True,
-                      extraArgs=["--dtype=bfloat16"]), model("b"))
+    ms = render(
+        model(
+            "a",
+            revision="abc123",
+            maxModelLen=131072,
+            gpuMemoryUtilization=0.85,
+            trustRemoteCode=True,
+            extraArgs=["--dtype=bfloat16"],
+        ),
+        model("b"),
+    )
     c = container(ms, "a")
     assert c["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     argv = c["args"]
@@ -228,9 +272,19 @@ def test_args_replace_the_generated_ones_and_extra_args_follow():
 
 # --- engines ---------------------------------------------------------------------------------
 
+
 def test_sglang_engine():
-    ms = render(model("sg", engine="sglang", huggingfaceId="Qwen/Qwen2.5-7B-Instruct", aliases=["qwen"], maxModelLen=8192,
-                      gpuMemoryUtilization=0.8, gpuRequestCount=2))
+    ms = render(
+        model(
+            "sg",
+            engine="sglang",
+            huggingfaceId="Qwen/Qwen2.5-7B-Instruct",
+            aliases=["qwen"],
+            maxModelLen=8192,
+            gpuMemoryUtilization=0.8,
+            gpuRequestCount=2,
+        )
+    )
     c = container(ms, "sg")
     assert c["image"] == "lmsysorg/sglang:v0.5.5"
     assert c["command"] == ["python3", "-m", "sglang.launch_server"]
@@ -249,10 +303,17 @@ def test_sglang_engine():
 
 
 def test_openai_engine_runs_any_image_with_its_command_args_port_and_health_path():
-    ms = render(model("tgi", engine="openai", image={"repository": "ghcr.io/huggingface/text-generation-inference",
-                                                     "tag": "3.3.4"},
-                      command=["text-generation-launcher"], args=["--model-id", "org/model", "--port", "9000"],
-                      port=9000, healthPath="/healthz"))
+    ms = render(
+        model(
+            "tgi",
+            engine="openai",
+            image={"repository": "ghcr.io/huggingface/text-generation-inference", "tag": "3.3.4"},
+            command=["text-generation-launcher"],
+            args=["--model-id", "org/model", "--port", "9000"],
+            port=9000,
+            healthPath="/healthz",
+        )
+    )
     c = container(ms, "tgi")
     assert c["image"] == "ghcr.io/huggingface/text-generation-inference:3.3.4"
     assert c["command"] == ["text-generation-launcher"]
@@ -278,8 +339,11 @@ def test_unknown_engine_is_refused_by_the_schema():
 
 
 def test_image_digest_pins_and_entry_image_overrides_key_by_key():
-    ms = render(model("a"), model("b", image={"tag": "v0.11.1", "pullPolicy": "Always"}),
-                image={"repository": "registry.local/vllm", "tag": "v0.11.0", "digest": "sha256:" + "a" * 64})
+    ms = render(
+        model("a"),
+        model("b", image={"tag": "v0.11.1", "pullPolicy": "Always"}),
+        image={"repository": "registry.local/vllm", "tag": "v0.11.0", "digest": "sha256:" + "a" * 64},
+    )
     assert container(ms, "a")["image"] == "registry.local/vllm@sha256:" + "a" * 64
     ms = render(model("b", image={"tag": "v0.11.1", "pullPolicy": "Always"}))
     assert container(ms, "b")["image"] == "vllm/vllm-openai:v0.11.1"
@@ -292,15 +356,21 @@ def test_latest_tag_is_refused():
 
 # --- Hugging Face token and cache ----------------------------------------------------------------
 
+
 def test_hf_token_comes_from_an_existing_secret_and_a_missing_one_is_an_error_by_default():
-    ms = render(model("gated", hfToken={"secretName": "hf-token"}),
-                model("lenient", hfToken={"secretName": "hf-token", "key": "HF_TOKEN", "optional": True}),
-                model("public"))
+    ms = render(
+        model("gated", hfToken={"secretName": "hf-token"}),
+        model("lenient", hfToken={"secretName": "hf-token", "key": "HF_TOKEN", "optional": True}),
+        model("public"),
+    )
     ref = env(ms, "gated")["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "hf-token", "key": "token", "optional": False}
     assert "value" not in env(ms, "gated")["HF_TOKEN"]
-    assert env(ms, "lenient")["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "HF_TOKEN",
-                                                                            "optional": True}
+    assert env(ms, "lenient")["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "hf-token",
+        "key": "HF_TOKEN",
+        "optional": True,
+    }
     assert "HF_TOKEN" not in env(ms, "public")
 
 
@@ -326,11 +396,16 @@ def test_user_env_replaces_the_chart_variable_of_the_same_name():
 
 
 def test_pvc_is_kept_on_uninstall_by_default_and_follows_storage_settings():
-    ms = render(model("a"), model("b", pvcKeep=False, storageClass="-", accessModes=["ReadWriteMany"], pvcSize="1Ti"),
-                model("c", storageClass="fast"))
+    ms = render(
+        model("a"),
+        model("b", pvcKeep=False, storageClass="-", accessModes=["ReadWriteMany"], pvcSize="1Ti"),
+        model("c", storageClass="fast"),
+    )
     a = get(ms, "PersistentVolumeClaim", "vllm-a-cache")
-    assert a["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep",
-                                            "argocd.argoproj.io/sync-options": "Prune=false,Delete=false"}
+    assert a["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep",
+        "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+    }
     assert a["spec"]["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in a["spec"]
     b = get(ms, "PersistentVolumeClaim", "vllm-b-cache")
     assert "annotations" not in b["metadata"]
@@ -354,22 +429,35 @@ def test_rwo_cache_with_several_replicas_is_refused_with_the_fixes():
 
 
 def test_every_problem_is_reported_in_one_failure():
-    err = fails({"models": [model("a", replicas=2), model("b", gpuRequestCount=1, tensorParallelSize=2),
-                            model("c", engine="openai")]})
+    err = fails(
+        {
+            "models": [
+                model("a", replicas=2),
+                model("b", gpuRequestCount=1, tensorParallelSize=2),
+                model("c", engine="openai"),
+            ]
+        }
+    )
     assert err.count("vllm-models: invalid values:") == 1
     assert "models[0] (a)" in err and "models[1] (b)" in err and "models[2] (c)" in err
 
 
 # --- rollout ---------------------------------------------------------------------------------------
 
+
 def test_gpu_models_never_surge():
-    ms = render(model("one"), model("many", replicas=3, accessModes=["ReadWriteMany"]),
-                model("cpu", gpuRequestCount=0, accessModes=["ReadWriteMany"]),
-                model("cpu-rwo", gpuRequestCount=0),
-                model("own", strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
+    ms = render(
+        model("one"),
+        model("many", replicas=3, accessModes=["ReadWriteMany"]),
+        model("cpu", gpuRequestCount=0, accessModes=["ReadWriteMany"]),
+        model("cpu-rwo", gpuRequestCount=0),
+        model("own", strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+    )
     assert deployment(ms, "one")["spec"]["strategy"] == {"type": "Recreate"}
     assert deployment(ms, "many")["spec"]["strategy"] == {
-        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
     assert deployment(ms, "cpu")["spec"]["strategy"] == {"type": "RollingUpdate"}
     # A ReadWriteOnce volume cannot follow a surge pod to another node either.
     assert deployment(ms, "cpu-rwo")["spec"]["strategy"] == {"type": "Recreate"}
@@ -377,14 +465,39 @@ def test_gpu_models_never_surge():
 
 
 def test_gpu_limit_joins_user_resources_and_resource_name_is_configurable():
-    ms = render(model("a", resources={"limits": {"memory": "32Gi"}, "requests": {"cpu": "4"}}),
-                model("amd", gpuResourceName="amd.com/gpu"), model("cpu", gpuRequestCount=0))
-    assert container(ms, "a")["resources"] == {"limits": {"memory": "32Gi", "nvidia.com/gpu": 1}, "requests": {"cpu": "4"}}
+    ms = render(
+        model("a", resources={"limits": {"memory": "32Gi"}, "requests": {"cpu": "4"}}),
+        model("amd", gpuResourceName="amd.com/gpu"),
+        model("cpu", gpuRequestCount=0),
+    )
+    # The entry's resources merge over the defaults' requests key by key.
+    assert container(ms, "a")["resources"] == {
+        "limits": {"memory": "32Gi", "nvidia.com/gpu": 1},
+        "requests": {"cpu": "4", "memory": "8Gi"},
+    }
     assert container(ms, "amd")["resources"]["limits"] == {"amd.com/gpu": 1}
-    assert "resources" not in container(ms, "cpu")
+    assert container(ms, "cpu")["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"}}
+
+
+def test_pods_have_requests_by_default_so_they_are_not_best_effort():
+    # GPU limits do not count for QoS: without CPU and memory requests a GPU pod is BestEffort,
+    # the first one the kubelet evicts under memory pressure.
+    res = container(render(model()))["resources"]
+    assert res["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert set(res["limits"]) == {"nvidia.com/gpu"}
+
+
+def test_a_request_above_its_limit_is_refused_with_the_fix():
+    err = fails({"models": [model("m", resources={"limits": {"memory": "4Gi"}})]})
+    assert (
+        "models[0] (m): resources.requests.memory 8Gi is above resources.limits.memory 4Gi "
+        "(the API server refuses the pod)"
+    ) in err
+    render(model("m", resources={"limits": {"memory": "4Gi"}, "requests": {"memory": "4096Mi", "cpu": "500m"}}))
 
 
 # --- pod hardening ---------------------------------------------------------------------------------
+
 
 def test_pods_are_hardened_non_root_with_a_read_only_root_filesystem():
     ms = render(model())
@@ -410,8 +523,13 @@ def test_every_path_the_engines_write_is_a_volume():
 
 
 def test_entry_can_relax_the_container_security_context():
-    ms = render(model(engine="openai", image={"repository": "x/y", "tag": "1"},
-                      securityContext={"readOnlyRootFilesystem": False, "allowPrivilegeEscalation": False}))
+    ms = render(
+        model(
+            engine="openai",
+            image={"repository": "x/y", "tag": "1"},
+            securityContext={"readOnlyRootFilesystem": False, "allowPrivilegeEscalation": False},
+        )
+    )
     assert container(ms)["securityContext"]["readOnlyRootFilesystem"] is False
 
 
@@ -419,7 +537,10 @@ def test_selectors_hold_only_name_instance_and_model():
     ms = render(model("a", podLabels={"team": "ml", "llm-stack/model": "hijack"}))
     d = deployment(ms, "a")
     assert d["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "vllm-models", "app.kubernetes.io/instance": "test", "llm-stack/model": "a"}
+        "app.kubernetes.io/name": "vllm-models",
+        "app.kubernetes.io/instance": "test",
+        "llm-stack/model": "a",
+    }
     labels = d["spec"]["template"]["metadata"]["labels"]
     assert labels["team"] == "ml" and labels["llm-stack/model"] == "a"
     # What the api-gateway's model NetworkPolicy selects on.
@@ -429,8 +550,9 @@ def test_selectors_hold_only_name_instance_and_model():
 
 def test_longest_model_name_fits_every_object_name():
     name = "m" * 50
-    ms = render(model(name, podDisruptionBudget={"enabled": True}, serviceMonitor={"enabled": True}),
-                tests={"enabled": False})
+    ms = render(
+        model(name, podDisruptionBudget={"enabled": True}, serviceMonitor={"enabled": True}), tests={"enabled": False}
+    )
     assert len(ms) == 6
     for m in ms:
         assert len(m["metadata"]["name"]) <= 63
@@ -444,20 +566,27 @@ def test_objects_go_to_the_model_namespace():
 
 # --- PodDisruptionBudget ---------------------------------------------------------------------------
 
+
 def test_pdb_is_off_by_default():
     assert find(render(model()), "PodDisruptionBudget") == []
 
 
-@pytest.mark.parametrize("kube_version, api_versions, expected", [
-    ("v1.20.0", ["policy/v1beta1/PodDisruptionBudget"], "policy/v1beta1"),
-    ("v1.21.0", ["policy/v1/PodDisruptionBudget", "policy/v1beta1/PodDisruptionBudget"], "policy/v1"),
-    ("v1.25.0", ["policy/v1/PodDisruptionBudget"], "policy/v1"),
-    ("v1.34.0", [], "policy/v1"),
-])
+@pytest.mark.parametrize(
+    "kube_version, api_versions, expected",
+    [
+        ("v1.20.0", ["policy/v1beta1/PodDisruptionBudget"], "policy/v1beta1"),
+        ("v1.21.0", ["policy/v1/PodDisruptionBudget", "policy/v1beta1/PodDisruptionBudget"], "policy/v1"),
+        ("v1.25.0", ["policy/v1/PodDisruptionBudget"], "policy/v1"),
+        ("v1.34.0", [], "policy/v1"),
+    ],
+)
 def test_pdb_uses_the_api_version_the_cluster_serves(kube_version, api_versions, expected):
-    ms = render_chart(CHART, {"models": [model(podDisruptionBudget={"enabled": True,
-                                                                     "unhealthyPodEvictionPolicy": "AlwaysAllow"})]},
-                      kube_version=kube_version, api_versions=api_versions)
+    ms = render_chart(
+        CHART,
+        {"models": [model(podDisruptionBudget={"enabled": True, "unhealthyPodEvictionPolicy": "AlwaysAllow"})]},
+        kube_version=kube_version,
+        api_versions=api_versions,
+    )
     pdb = get(ms, "PodDisruptionBudget", "vllm-m")
     assert pdb["apiVersion"] == expected
     assert pdb["spec"]["maxUnavailable"] == 1
@@ -467,30 +596,47 @@ def test_pdb_uses_the_api_version_the_cluster_serves(kube_version, api_versions,
 
 
 def test_pdb_min_available_replaces_max_unavailable():
-    ms = render(model(replicas=3, accessModes=["ReadWriteMany"],
-                      podDisruptionBudget={"enabled": True, "minAvailable": "50%"}))
+    ms = render(
+        model(replicas=3, accessModes=["ReadWriteMany"], podDisruptionBudget={"enabled": True, "minAvailable": "50%"})
+    )
     spec = get(ms, "PodDisruptionBudget", "vllm-m")["spec"]
     assert spec["minAvailable"] == "50%" and "maxUnavailable" not in spec
 
 
 @pytest.mark.parametrize("helm", ["helm3", "helm4"])
 def test_whole_chart_renders_for_kubernetes_1_20(helm):
-    ms = render_chart(CHART, None, values_files=[CI / "full-values.yaml"], helm=helm,
-                      kube_version="v1.20.0", api_versions=["policy/v1beta1/PodDisruptionBudget"])
+    ms = render_chart(
+        CHART,
+        None,
+        values_files=[CI / "full-values.yaml"],
+        helm=helm,
+        kube_version="v1.20.0",
+        api_versions=["policy/v1beta1/PodDisruptionBudget"],
+    )
     assert {m["apiVersion"] for m in find(ms, "PodDisruptionBudget")} == {"policy/v1beta1"}
-    assert len(find(ms, "Deployment")) == 4
+    assert len(find(ms, "Deployment")) == 5
 
 
 # --- ServiceMonitor --------------------------------------------------------------------------------
+
 
 def test_service_monitor_is_off_by_default():
     assert find(render(model()), "ServiceMonitor") == []
 
 
 def test_service_monitor_scrapes_the_model_service():
-    ms = render(model("a", serviceMonitor={"enabled": True, "interval": "15s", "scrapeTimeout": "10s",
-                                           "labels": {"release": "prometheus"}}),
-                model("sg", engine="sglang", serviceMonitor={"enabled": True}))
+    ms = render(
+        model(
+            "a",
+            serviceMonitor={
+                "enabled": True,
+                "interval": "15s",
+                "scrapeTimeout": "10s",
+                "labels": {"release": "prometheus"},
+            },
+        ),
+        model("sg", engine="sglang", serviceMonitor={"enabled": True}),
+    )
     sm = get(ms, "ServiceMonitor", "vllm-a")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prometheus"

@@ -100,8 +100,9 @@ Argument: dict "where" "models[0] (name)" "env" LIST.
 
 {{/*
 An entry with the chart-wide defaults filled in, as YAML. A key the entry sets
-(not null) replaces the default whole, so 0 and false count as set; the keys
-named in "merge" are maps merged key by key instead (entry wins).
+(not null) replaces the default whole, so 0, false, [] and {} count as set; the
+settings groups named in "merge" are maps merged key by key at every depth
+instead (entry wins; see model-catalog.deepMerge).
 Argument: dict "model" ENTRY "defaults" MAP "merge" (list of keys, optional).
 */}}
 {{- define "model-catalog.withDefaults" -}}
@@ -116,13 +117,7 @@ Argument: dict "model" ENTRY "defaults" MAP "merge" (list of keys, optional).
 {{- if not (hasKey $m $k) }}
 {{- $_ := set $m $k $d }}
 {{- else if and (has $k ($.merge | default list)) (kindIs "map" $x) (kindIs "map" $d) }}
-{{- $g := deepCopy $d }}
-{{- range $gk, $gx := $x }}
-{{- if not (kindIs "invalid" $gx) }}
-{{- $_ := set $g $gk $gx }}
-{{- end }}
-{{- end }}
-{{- $_ := set $m $k $g }}
+{{- $_ := set $m $k (include "model-catalog.deepMerge" (dict "base" $d "over" $x) | fromYaml) }}
 {{- end }}
 {{- end }}
 {{- toYaml $m }}

@@ -84,11 +84,9 @@ spec:
   restartPolicy: Never
   automountServiceAccountToken: false
   enableServiceLinks: false
-  {{- with $v.imagePullSecrets }}
+  {{- with (include "model-catalog.imagePullSecrets" $v.imagePullSecrets | trim) }}
   imagePullSecrets:
-    {{- range . }}
-    - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
-    {{- end }}
+    {{- . | nindent 4 }}
   {{- end }}
   securityContext:
     runAsNonRoot: true

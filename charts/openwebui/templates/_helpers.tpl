@@ -1,35 +1,17 @@
-{{/* Chart name, cut to 63 characters. */}}
-{{- define "openwebui.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/* Name of every object: <release>-<chart>, or the release name when it already holds the chart name. */}}
+{{/* Name of every object: model-catalog.fullname (<release>-<chart>, or the release name when it already holds the chart name). */}}
 {{- define "openwebui.fullname" -}}
-{{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-{{- end }}
+{{- include "model-catalog.fullname" . }}
 {{- end }}
 
-{{/* Common labels. */}}
+{{/* Common labels: model-catalog's, plus the component. */}}
 {{- define "openwebui.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "openwebui.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: llm-stack
+{{ include "model-catalog.labels" . }}
+app.kubernetes.io/component: webui
 {{- end }}
 
-{{/* Selector labels: never the version or user labels (a selector change breaks upgrades). */}}
+{{/* Selector labels: model-catalog's (name, instance), plus the component; never the version or user labels. */}}
 {{- define "openwebui.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "openwebui.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "model-catalog.selectorLabels" . }}
 app.kubernetes.io/component: webui
 {{- end }}
 
@@ -43,8 +25,7 @@ app.kubernetes.io/component: webui
 {{- if .Values.gateway.url }}
 {{- .Values.gateway.url }}
 {{- else }}
-{{- $gw := .Values.global.gateway }}
-{{- printf "http://%s.%s.svc.cluster.local:%d/v1" $gw.serviceName (default .Release.Namespace $gw.namespace) (int $gw.port) }}
+{{- include "model-catalog.gatewayUrl" . }}
 {{- end }}
 {{- end }}
 
@@ -122,8 +103,5 @@ Problems of one {existingSecret, key} pair, one line each. Argument: dict "path"
 {{- $messages = append $messages (printf "persistence.accessModes: %s cannot be mounted by %d pods on different nodes (Multi-Attach); use [ReadWriteMany], an RWX persistence.existingClaim, or persistence.enabled: false with an external database." (toJson $v.persistence.accessModes) $n) }}
 {{- end }}
 {{- end }}
-{{- $messages = without $messages "" }}
-{{- if $messages }}
-{{- fail (printf "\nopenwebui: invalid values:\n%s" (join "\n" $messages)) }}
-{{- end }}
+{{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}

@@ -1,80 +1,89 @@
-{{/* Chart name, cut to 63 characters. */}}
-{{- define "ramalama-models.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/* Name prefix of chart-wide objects (fetch ConfigMap, ServiceAccount), cut to 63 characters. */}}
-{{- define "ramalama-models.fullname" -}}
-{{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-{{- end }}
-{{- end }}
-
 {{/* Namespace of every object: the model Services live in global.modelNamespace, where the gateway looks. */}}
 {{- define "ramalama-models.namespace" -}}
 {{- default .Release.Namespace .Values.global.modelNamespace }}
 {{- end }}
 
-{{/* Common labels. */}}
-{{- define "ramalama-models.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "ramalama-models.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: llm-stack
-{{- end }}
-
-{{/* Selector labels: never the version or user labels (a selector change breaks upgrades). */}}
-{{- define "ramalama-models.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "ramalama-models.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-{{- end }}
-
-{{/* Selector labels of one model's pods. Argument: dict "context" $ "model" $m. */}}
-{{- define "ramalama-models.modelSelectorLabels" -}}
-{{ include "ramalama-models.selectorLabels" .context }}
-llm-stack/model: {{ .model.modelName }}
-{{- end }}
-
-{{/* Labels of one model's objects. Argument: dict "context" $ "model" $m. */}}
-{{- define "ramalama-models.modelLabels" -}}
-{{ include "ramalama-models.labels" .context }}
-app.kubernetes.io/component: model-server
-llm-stack/model: {{ .model.modelName }}
-llm-stack/engine: llama-server
-{{- end }}
-
 {{/* Name of the fetch script ConfigMap. */}}
 {{- define "ramalama-models.fetchConfigMap" -}}
-{{- printf "%s-fetch" (include "ramalama-models.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- printf "%s-fetch" (include "model-catalog.fullname" . | trunc 57 | trimSuffix "-") }}
 {{- end }}
 
 {{/* ServiceAccount of the model pods. */}}
 {{- define "ramalama-models.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
-{{- default (include "ramalama-models.fullname" .) .Values.serviceAccount.name }}
+{{- default (include "model-catalog.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
 {{/*
-One GGUF entry with `defaults` filled in, as YAML. Every key of `defaults` the
-entry lacks (or sets to null) is copied in whole: no deep merge, and no sprig
-merge, which would take an entry's 0 or false for "unset". Then gpuLayers:
-unset means 0 on cpu and 999 (every layer) on a GPU flavour; threads: unset
-means the whole cores of the CPU limit, when there is one.
-Argument: dict "context" $ "model" $m.
+The chart-wide keys of ramalama-models 0.x, deprecated in 1.0.0 (they are keys of
+`defaults` and of each entry now), and where each one goes. A key the user still
+sets applies over `defaults`: the maps of model-catalog.mergeGroups merge key by
+key, the others replace. As YAML {old: new}.
+*/}}
+{{- define "ramalama-models.legacyKeys" -}}
+probes: probes
+strategy: strategy
+podSecurityContext: podSecurityContext
+securityContext: securityContext
+podAnnotations: podAnnotations
+podLabels: podLabels
+service: service
+podDisruptionBudget: podDisruptionBudget
+metrics: serviceMonitor
+{{- end }}
+
+{{/* `defaults` with the deprecated chart-wide keys that are set applied over it, as YAML. Argument: $. */}}
+{{- define "ramalama-models.defaults" -}}
+{{- $v := .Values }}
+{{- $d := deepCopy ($v.defaults | default dict) }}
+{{- $groups := include "model-catalog.mergeGroups" . | fromYamlArray }}
+{{- range $old, $new := (include "ramalama-models.legacyKeys" . | fromYaml) }}
+{{- $x := index $v $old }}
+{{- if eq $old "metrics" }}
+{{- $x = (($x | default dict).serviceMonitor) }}
+{{- end }}
+{{- if not (kindIs "invalid" $x) }}
+{{- if and (has $new $groups) (kindIs "map" $x) }}
+{{- $_ := set $d $new (include "model-catalog.deepMerge" (dict "base" (get $d $new) "over" $x) | fromYaml) }}
+{{- else }}
+{{- $_ := set $d $new $x }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $d }}
+{{- end }}
+
+{{/* Deprecated keys in use, one message each (NOTES.txt prints them). Argument: $. */}}
+{{- define "ramalama-models.deprecations" -}}
+{{- range $old, $new := (include "ramalama-models.legacyKeys" . | fromYaml) }}
+{{- if not (kindIs "invalid" (index $.Values $old)) }}
+{{- if eq $old "metrics" }}
+DEPRECATED: metrics is applied (metrics.enabled adds --metrics to every model, metrics.serviceMonitor goes over defaults.serviceMonitor); set serviceMonitor (per entry or in defaults), which adds --metrics itself. metrics goes in ramalama-models 2.0.0.
+{{- else }}
+DEPRECATED: {{ $old }} is applied over defaults.{{ $new }} for every model; move it to defaults.{{ $new }} (or to an entry). It goes in ramalama-models 2.0.0.
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+One GGUF entry with the chart's settings filled in, as YAML: model-catalog.resolveEntry
+over ramalama-models.defaults (the same rule as charts/vllm-models). Then the
+derived keys: engine (llama-server), port, gpuLayers (unset: 0 on cpu, 999 on a
+GPU flavour), threads (unset: the whole cores of the CPU limit, when there is
+one), runtimeClassName (the flavour's when empty), metrics (--metrics),
+progressDeadlineSeconds. Argument: dict "context" $ "model" $m.
 */}}
 {{- define "ramalama-models.resolve" -}}
-{{- $m := include "model-catalog.withDefaults" (dict "model" .model "defaults" .context.Values.defaults) | fromYaml }}
+{{- $v := .context.Values }}
+{{- $m := include "model-catalog.resolveEntry" (dict "model" .model "defaults" (include "ramalama-models.defaults" .context | fromYaml)) | fromYaml }}
+{{- $_ := set $m "engine" "llama-server" }}
+{{- $_ := set $m "accelerator" ($m.accelerator | default "cpu") }}
+{{- $_ := set $m "replicas" (ternary (int $m.replicas) 1 (hasKey $m "replicas")) }}
+{{- $_ := set $m "port" (int ($m.port | default 8080)) }}
 {{- if kindIs "invalid" $m.gpuLayers }}
 {{- $_ := set $m "gpuLayers" (ternary 0 999 (eq $m.accelerator "cpu")) }}
 {{- end }}
@@ -87,6 +96,14 @@ Argument: dict "context" $ "model" $m.
 {{- $_ := set $m "threads" (max 1 (float64 $cpu | floor | int)) }}
 {{- end }}
 {{- end }}
+{{- $accel := get $v.accelerators $m.accelerator | default dict }}
+{{- $_ := set $m "runtimeClassName" ($m.runtimeClassName | default $accel.runtimeClassName) }}
+{{- $_ := set $m "metrics" (or ($m.serviceMonitor | default dict).enabled ($v.metrics | default dict).enabled) }}
+{{- $deadline := add (include "model-catalog.startupSeconds" $m | int) 600 }}
+{{- if and $v.fetch.enabled $m.url }}
+{{- $deadline = add $deadline $v.fetch.timeoutSeconds }}
+{{- end }}
+{{- $_ := set $m "progressDeadlineSeconds" $deadline }}
 {{- toYaml $m }}
 {{- end }}
 
@@ -126,17 +143,26 @@ YAML `models: [...]`. Every template ranges over this one list.
 
 {{/*
 llama-server arguments, in the shape Ramalama runs it:
---host 0.0.0.0 --port 8080 --model /mnt/models/FILE --alias NAME --ctx-size N -ngl N [--threads N] [--metrics] EXTRA...
+--host 0.0.0.0 --port P --model /mnt/models/FILE --alias NAME --ctx-size N -ngl N [--threads N] [--metrics]
+[--jinja --chat-template-file FILE | --chat-template NAME] EXTRA...
 Argument: dict "context" $ "model" $m (resolved). Output: YAML list.
 */}}
 {{- define "ramalama-models.args" -}}
 {{- $m := .model }}
-{{- $args := list "--host" "0.0.0.0" "--port" (include "model-catalog.servicePort" $m) "--model" (include "ramalama-models.modelPath" $m) "--alias" $m.modelName "--ctx-size" (toString (int $m.contextSize)) "-ngl" (toString (int $m.gpuLayers)) }}
+{{- $args := list "--host" "0.0.0.0" "--port" (toString (int $m.port)) "--model" (include "ramalama-models.modelPath" $m) "--alias" $m.modelName "--ctx-size" (toString (int $m.contextSize)) "-ngl" (toString (int $m.gpuLayers)) }}
 {{- if not (kindIs "invalid" $m.threads) }}
 {{- $args = concat $args (list "--threads" (toString (int $m.threads))) }}
 {{- end }}
-{{- if .context.Values.metrics.enabled }}
+{{- if $m.metrics }}
 {{- $args = append $args "--metrics" }}
+{{- end }}
+{{- with $m.chatTemplate }}
+{{- if or (include "model-catalog.chatTemplateInline" $m) (hasPrefix "/" (toString .)) }}
+{{- /* A template file is Jinja: llama-server renders it only with --jinja. */}}
+{{- $args = concat $args (list "--jinja" "--chat-template-file" (include "model-catalog.chatTemplateFile" $m)) }}
+{{- else }}
+{{- $args = concat $args (list "--chat-template" .) }}
+{{- end }}
 {{- end }}
 {{- toYaml (concat $args ($m.extraArgs | default list)) }}
 {{- end }}
@@ -144,6 +170,150 @@ Argument: dict "context" $ "model" $m (resolved). Output: YAML list.
 {{/* Path of the model file inside the pod. Argument: the entry. */}}
 {{- define "ramalama-models.modelPath" -}}
 {{- clean (printf "/mnt/models/%s" .gguf) }}
+{{- end }}
+
+{{/*
+The chart's own volumes and the server's mounts of them, as YAML {volumes, volumeMounts}:
+the model directory (read-only for the server), /tmp, the flavour's devices, the fetch
+script, the inline chat template. Argument: dict "context" $ "model" $m (resolved).
+*/}}
+{{- define "ramalama-models.volumes" -}}
+{{- $v := .context.Values }}
+{{- $m := .model }}
+{{- $accel := get $v.accelerators $m.accelerator | default dict }}
+{{- $hostPath := dict "path" $v.hostPath.path }}
+{{- with $v.hostPath.type }}{{ $_ := set $hostPath "type" . }}{{ end }}
+{{- $volumes := list (dict "name" "models" "hostPath" $hostPath) (dict "name" "tmp" "emptyDir" (dict "sizeLimit" $v.tmpSizeLimit)) }}
+{{- $mounts := list (dict "name" "models" "mountPath" "/mnt/models" "readOnly" true) (dict "name" "tmp" "mountPath" "/tmp") }}
+{{- range $i, $d := ($accel.devices | default list) }}
+{{- $dev := dict "path" $d.path }}
+{{- with $d.type }}{{ $_ := set $dev "type" . }}{{ end }}
+{{- $volumes = append $volumes (dict "name" (printf "device-%d" $i) "hostPath" $dev) }}
+{{- $mounts = append $mounts (dict "name" (printf "device-%d" $i) "mountPath" $d.path) }}
+{{- end }}
+{{- if include "ramalama-models.fetches" . }}
+{{- $volumes = append $volumes (dict "name" "fetch-script" "configMap" (dict "name" (include "ramalama-models.fetchConfigMap" .context) "defaultMode" 0444)) }}
+{{- end }}
+{{- $chat := include "model-catalog.chatTemplateVolume" $m | fromYaml }}
+{{- toYaml (dict "volumes" (concat $volumes $chat.volumes) "volumeMounts" (concat $mounts $chat.volumeMounts)) }}
+{{- end }}
+
+{{/* The server's securityContext: the entry's, made privileged when the flavour asks for it. Argument: dict "context" $ "model" $m. */}}
+{{- define "ramalama-models.securityContext" -}}
+{{- $security := deepCopy (.model.securityContext | default dict) }}
+{{- if (get .context.Values.accelerators .model.accelerator).privileged }}
+{{- /* The API server rejects privileged together with allowPrivilegeEscalation: false. */}}
+{{- $_ := set $security "privileged" true }}
+{{- $_ := set $security "allowPrivilegeEscalation" true }}
+{{- end }}
+{{- toYaml $security }}
+{{- end }}
+
+{{/* The pod's securityContext: the entry's, plus the flavour's supplementalGroups. Argument: dict "context" $ "model" $m. */}}
+{{- define "ramalama-models.podSecurityContext" -}}
+{{- $psc := deepCopy (.model.podSecurityContext | default dict) }}
+{{- with (get .context.Values.accelerators .model.accelerator).supplementalGroups }}
+{{- $_ := set $psc "supplementalGroups" (concat ($psc.supplementalGroups | default list) . | uniq) }}
+{{- end }}
+{{- toYaml $psc }}
+{{- end }}
+
+{{/*
+The llama-server container, as YAML: explicit command (Ramalama images have no
+entrypoint), args, HOME on /tmp unless env sets it, the port `http`, the shared
+probes, resources with the GPU limit, the chart's mounts then extraVolumeMounts.
+Argument: dict "context" $ "model" $m.
+*/}}
+{{- define "ramalama-models.container" -}}
+{{- $v := .context.Values }}
+{{- $m := .model }}
+{{- $accel := get $v.accelerators $m.accelerator }}
+{{- $envNames := list }}
+{{- range ($m.env | default list) }}{{ $envNames = append $envNames .name }}{{ end }}
+{{- $env := list }}
+{{- if not (has "HOME" $envNames) }}
+{{- /* CUDA, ROCm and Mesa write caches under HOME; the root filesystem is read-only. */}}
+{{- $env = append $env (dict "name" "HOME" "value" "/tmp") }}
+{{- end }}
+{{- $resources := deepCopy ($m.resources | default dict) }}
+{{- if include "ramalama-models.usesGpu" . }}
+{{- $limits := deepCopy ($resources.limits | default dict) }}
+{{- if not (hasKey $limits $accel.resourceName) }}
+{{- $_ := set $limits $accel.resourceName (int $m.gpuRequestCount) }}
+{{- end }}
+{{- $_ := set $resources "limits" $limits }}
+{{- end }}
+name: llama-server
+image: {{ include "ramalama-models.image" . }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
+command: [llama-server]
+args:
+  {{- include "ramalama-models.args" . | nindent 2 }}
+env:
+  {{- toYaml (concat $env ($m.env | default list)) | nindent 2 }}
+ports:
+  - name: http
+    containerPort: {{ int $m.port }}
+    protocol: TCP
+{{- include "model-catalog.probes" $m }}
+{{- with $resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "ramalama-models.securityContext" . | nindent 2 }}
+volumeMounts:
+  {{- toYaml (concat (include "ramalama-models.volumes" . | fromYaml).volumeMounts ($m.extraVolumeMounts | default list)) | nindent 2 }}
+{{- end }}
+
+{{/* The fetch-model init container, as YAML. Argument: dict "context" $ "model" $m. */}}
+{{- define "ramalama-models.fetchContainer" -}}
+{{- $v := .context.Values }}
+{{- $m := .model }}
+{{- /* Downloads the file into the host model directory when it is missing: the one writable
+mount of the model directory (a stated exception); the server's is read-only. */}}
+name: fetch-model
+image: {{ include "ramalama-models.image" . }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
+command: ["/bin/sh", "/opt/ramalama-fetch/fetch.sh"]
+env:
+  - name: MODEL_PATH
+    value: {{ include "ramalama-models.modelPath" $m | quote }}
+  - name: MODEL_URL
+    value: {{ $m.url | quote }}
+  - name: MODEL_SHA256
+    value: {{ $m.sha256 | default "" | lower | quote }}
+  - name: FETCH_TIMEOUT
+    value: {{ $v.fetch.timeoutSeconds | int | quote }}
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: HOME
+    value: /tmp
+  {{- with $v.fetch.tokenSecret }}
+  {{- if .name }}
+  - name: FETCH_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ .name }}
+        key: {{ .key }}
+  {{- end }}
+  {{- end }}
+{{- with $v.fetch.resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml ($m.securityContext | default dict) | nindent 2 }}
+volumeMounts:
+  - name: models
+    mountPath: /mnt/models
+  - name: fetch-script
+    mountPath: /opt/ramalama-fetch
+    readOnly: true
+  - name: tmp
+    mountPath: /tmp
 {{- end }}
 
 {{/*
@@ -171,12 +341,23 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- else if and $m.url (not (regexMatch "^https?://[^\\s]+$" $m.url)) }}
 {{ $w }}: url {{ $m.url | quote }} must start with https:// or http:// (the fetch step downloads it with curl).
 {{- end }}
-{{- include "model-catalog.plainSecretEnv" (dict "where" $w "env" $m.env) }}
 {{- if and $m.sha256 (not (regexMatch "^[a-fA-F0-9]{64}$" $m.sha256)) }}
 {{ $w }}: sha256 must be the 64 hex characters of the file's SHA-256 (sha256sum FILE), not {{ $m.sha256 | quote }}.
 {{- end }}
 {{- if and (eq $m.accelerator "cpu") (gt (int $m.gpuLayers) 0) }}
 {{ $w }}: gpuLayers {{ int $m.gpuLayers }} offloads layers to a GPU, but accelerator is "cpu"; set gpuLayers: 0, or accelerator: cuda, rocm or vulkan.
+{{- end }}
+{{- if (include "model-catalog.enabled" (dict "models" (list .model) "kind" "ramalama") | fromYaml).models }}
+{{- $own := include "ramalama-models.volumes" . | fromYaml }}
+{{- $volumeNames := list }}
+{{- range $own.volumes }}{{ $volumeNames = append $volumeNames .name }}{{ end }}
+{{- $mountPaths := list }}
+{{- range $own.volumeMounts }}{{ $mountPaths = append $mountPaths .mountPath }}{{ end }}
+{{- $containers := list "llama-server" }}
+{{- if include "ramalama-models.fetches" . }}{{ $containers = append $containers "fetch-model" }}{{ end }}
+{{- include "model-catalog.validatePod" (dict "model" $m "where" $w "volumes" $volumeNames "mounts" $mountPaths "containers" $containers) }}
+{{- else }}
+{{- include "model-catalog.plainSecretEnv" (dict "where" $w "env" $m.env) }}
 {{- end }}
 {{- end }}
 
@@ -192,14 +373,8 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- end }}
 {{- range $k := list "modelName" "aliases" "enabled" "gguf" "url" "sha256" }}
 {{- if hasKey $.Values.defaults $k }}
-{{- $messages = append $messages (printf "\ndefaults.%s is a per-model key; set it on the entries under models, not in defaults." $k) }}
+{{- $messages = append $messages (printf "defaults.%s is a per-model key; set it on the entries under models, not in defaults." $k) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
-{{- $messages = append $messages "\nmetrics.serviceMonitor.enabled needs metrics.enabled: true (llama-server serves /metrics only with --metrics)." }}
-{{- end }}
-{{- $messages = without $messages "" }}
-{{- if $messages }}
-{{- fail (printf "\nramalama-models: invalid values:%s" (join "" $messages)) }}
-{{- end }}
+{{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}

@@ -1,65 +1,37 @@
-{{/* Chart name, cut to 63 characters. */}}
-{{- define "vllm-models.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
 {{/* Namespace of every object: the model Services live in global.modelNamespace, where the gateway looks. */}}
 {{- define "vllm-models.namespace" -}}
 {{- default .Release.Namespace .Values.global.modelNamespace }}
 {{- end }}
 
-{{/* Common labels. */}}
-{{- define "vllm-models.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "vllm-models.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: llm-stack
-{{- end }}
-
-{{/* Selector labels: never the version or user labels (a selector change breaks upgrades). */}}
-{{- define "vllm-models.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "vllm-models.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-{{- end }}
-
-{{/* Selector labels of one model's pods. Argument: dict "context" $ "model" $m. */}}
-{{- define "vllm-models.modelSelectorLabels" -}}
-{{ include "vllm-models.selectorLabels" .context }}
-llm-stack/model: {{ .model.modelName }}
-{{- end }}
-
-{{/* Labels of one model's objects. Argument: dict "context" $ "model" $m (resolved). */}}
-{{- define "vllm-models.modelLabels" -}}
-{{ include "vllm-models.labels" .context }}
-app.kubernetes.io/component: model-server
-llm-stack/model: {{ .model.modelName }}
-llm-stack/engine: {{ .model.engine }}
-{{- end }}
-
 {{/*
-One entry with the chart's settings filled in, as YAML. Every key of `defaults`
-the entry lacks (or sets to null) is copied in whole; the settings groups
-hfToken, image, podDisruptionBudget and serviceMonitor merge key by key. No
-sprig merge: it would take an entry's 0 or false for "unset".
+One entry with the chart's settings filled in, as YAML: model-catalog.resolveEntry
+(every key of `defaults` the entry lacks or sets to null is copied in whole; the
+settings groups of model-catalog.mergeGroups merge key by key). No sprig merge:
+it would take an entry's 0 or false for "unset".
 Then the derived keys every template reads: engine, replicas, gpuRequestCount,
 tensorParallelSize (default: the GPU count), image (over the engine's image),
-objectName, claimName, sharedCache, mountShm, strategy, startupFailureThreshold,
-progressDeadlineSeconds.
+extraArgs (only the entry's own when `args` replaces the generated ones),
+objectName, claimName, sharedCache, mountShm, strategy, probes (the deprecated
+startupTimeoutMinutes still sets the startup budget), progressDeadlineSeconds.
 Argument: dict "context" $ "model" $m.
 */}}
 {{- define "vllm-models.resolve" -}}
 {{- $v := .context.Values }}
-{{- $m := include "model-catalog.withDefaults" (dict "model" .model "defaults" $v.defaults "merge" (list "hfToken" "image" "podDisruptionBudget" "serviceMonitor")) | fromYaml }}
+{{- $m := include "model-catalog.resolveEntry" (dict "model" .model "defaults" $v.defaults) | fromYaml }}
 {{- $engine := $m.engine | default "vllm" }}
 {{- $_ := set $m "engine" $engine }}
 {{- $_ := set $m "replicas" (ternary (int $m.replicas) 1 (hasKey $m "replicas")) }}
+{{- $_ := set $m "port" (int ($m.port | default 8000)) }}
 {{- $gpus := int (get $m "gpuRequestCount") }}
 {{- $_ := set $m "gpuRequestCount" $gpus }}
 {{- if kindIs "invalid" $m.tensorParallelSize }}
 {{- $_ := set $m "tensorParallelSize" (max $gpus 1) }}
 {{- else }}
 {{- $_ := set $m "tensorParallelSize" (int $m.tensorParallelSize) }}
+{{- end }}
+{{- /* `args` is a whole command line: chart-wide extraArgs were written for the generated one. */}}
+{{- if $m.args }}
+{{- $_ := set $m "extraArgs" (.model.extraArgs | default list) }}
 {{- end }}
 {{- $engineImage := dict }}
 {{- if eq $engine "vllm" }}
@@ -94,9 +66,15 @@ Argument: dict "context" $ "model" $m.
 {{- $_ := set $m "strategy" (dict "type" "RollingUpdate") }}
 {{- end }}
 {{- end }}
-{{- $minutes := int ($m.startupTimeoutMinutes | default 30) }}
-{{- $_ := set $m "startupFailureThreshold" (mul $minutes 6) }}
-{{- $_ := set $m "progressDeadlineSeconds" (add (mul $minutes 60) 600) }}
+{{- $probes := $m.probes | default dict }}
+{{- if not (kindIs "invalid" $m.startupTimeoutMinutes) }}
+{{- $startup := deepCopy ($probes.startup | default dict) }}
+{{- $period := int ($startup.periodSeconds | default 10) }}
+{{- $_ := set $startup "failureThreshold" (div (add (mul (int $m.startupTimeoutMinutes) 60) (sub $period 1)) $period) }}
+{{- $_ := set $probes "startup" $startup }}
+{{- end }}
+{{- $_ := set $m "probes" $probes }}
+{{- $_ := set $m "progressDeadlineSeconds" (add (include "model-catalog.startupSeconds" $m | int) 600) }}
 {{- toYaml $m }}
 {{- end }}
 
@@ -145,9 +123,10 @@ Container command of a resolved model, as a YAML list (empty: the image's entryp
 Container arguments of a resolved model, as a YAML list: `args` when set, else
 the engine's own, then extraArgs.
 vllm:   --model ID [--revision R] --port P --served-model-name NAME ALIAS... --tensor-parallel-size N
-        [--max-model-len L] [--gpu-memory-utilization F] [--trust-remote-code]
+        [--max-model-len L] [--gpu-memory-utilization F] [--trust-remote-code] [--chat-template FILE]
 sglang: --model-path ID [--revision R] --host 0.0.0.0 --port P --served-model-name NAME --tp N
         [--context-length L] [--mem-fraction-static F] [--trust-remote-code] [--enable-metrics]
+        [--chat-template FILE]
 SGLang takes one served name (it does not check the request's model, so aliases still reach it).
 */}}
 {{- define "vllm-models.args" -}}
@@ -190,6 +169,9 @@ SGLang takes one served name (it does not check the request's model, so aliases 
 {{- $args = append $args "--enable-metrics" }}
 {{- end }}
 {{- end }}
+{{- if and $m.chatTemplate (not $m.args) (has $m.engine (list "vllm" "sglang")) }}
+{{- $args = concat $args (list "--chat-template" (include "model-catalog.chatTemplateFile" $m)) }}
+{{- end }}
 {{- toYaml (concat $args ($m.extraArgs | default list)) }}
 {{- end }}
 
@@ -221,14 +203,85 @@ from the Secret, then `env`. A name in `env` replaces the chart's.
 {{- toYaml (concat $out ($m.env | default list)) }}
 {{- end }}
 
-{{/* PodDisruptionBudget apiVersion: what the cluster serves (policy/v1 from Kubernetes 1.21, policy/v1beta1 on 1.20). */}}
-{{- define "vllm-models.pdbApiVersion" -}}
-{{- if .Capabilities.APIVersions.Has "policy/v1/PodDisruptionBudget" }}
-{{- print "policy/v1" }}
-{{- else if .Capabilities.APIVersions.Has "policy/v1beta1/PodDisruptionBudget" }}
-{{- print "policy/v1beta1" }}
-{{- else }}
-{{- print "policy/v1" }}
+{{/*
+The chart's own volumes and the server's mounts of them, as YAML {volumes, volumeMounts}:
+the cache PVC at /data, HOME and /tmp as emptyDirs (the root filesystem stays
+read-only), /dev/shm when mountShm, the inline chat template. Argument: the resolved entry.
+*/}}
+{{- define "vllm-models.volumes" -}}
+{{- $volumes := list
+    (dict "name" "cache" "persistentVolumeClaim" (dict "claimName" .claimName))
+    (dict "name" "home" "emptyDir" dict)
+    (dict "name" "tmp" "emptyDir" dict) }}
+{{- $mounts := list
+    (dict "name" "cache" "mountPath" "/data")
+    (dict "name" "home" "mountPath" "/home/llm")
+    (dict "name" "tmp" "mountPath" "/tmp") }}
+{{- if .mountShm }}
+{{- /* NCCL and the engine's worker processes exchange tensors through /dev/shm. */}}
+{{- $volumes = append $volumes (dict "name" "dshm" "emptyDir" (dict "medium" "Memory" "sizeLimit" (.shmSize | default "8Gi"))) }}
+{{- $mounts = append $mounts (dict "name" "dshm" "mountPath" "/dev/shm") }}
+{{- end }}
+{{- $chat := include "model-catalog.chatTemplateVolume" . | fromYaml }}
+{{- toYaml (dict "volumes" (concat $volumes $chat.volumes) "volumeMounts" (concat $mounts $chat.volumeMounts)) }}
+{{- end }}
+
+{{/*
+The server container of a resolved model, as YAML: image, command, args, env, the
+port `http`, the shared probes, resources (with the GPU limit), securityContext,
+and the chart's mounts followed by extraVolumeMounts.
+Argument: dict "context" $ "model" $m.
+*/}}
+{{- define "vllm-models.container" -}}
+{{- $m := .model }}
+name: server
+image: {{ include "vllm-models.image" $m | quote }}
+imagePullPolicy: {{ $m.image.pullPolicy | default "IfNotPresent" }}
+{{- with (include "vllm-models.command" $m | fromYamlArray) }}
+command:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (include "vllm-models.args" . | fromYamlArray) }}
+args:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+env:
+  {{- include "vllm-models.env" . | nindent 2 }}
+ports:
+  - name: http
+    containerPort: {{ int $m.port }}
+    protocol: TCP
+{{- /* The port opens only once the weights are downloaded and loaded: the startup budget covers that. */}}
+{{- include "model-catalog.probes" $m }}
+{{- $res := deepCopy ($m.resources | default dict) }}
+{{- if gt (int $m.gpuRequestCount) 0 }}
+{{- $_ := set $res "limits" (set (deepCopy ($res.limits | default dict)) $m.gpuResourceName (int $m.gpuRequestCount)) }}
+{{- end }}
+{{- with $res }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $m.securityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumeMounts:
+  {{- toYaml (concat (include "vllm-models.volumes" $m | fromYaml).volumeMounts ($m.extraVolumeMounts | default list)) | nindent 2 }}
+{{- end }}
+
+{{/* Deprecated keys in use, one message each (NOTES.txt prints them). */}}
+{{- define "vllm-models.deprecations" -}}
+{{- $where := list }}
+{{- if hasKey (.Values.defaults | default dict) "startupTimeoutMinutes" }}
+{{- $where = append $where "defaults" }}
+{{- end }}
+{{- range $i, $m := (.Values.models | default list) }}
+{{- if and (hasKey $m "startupTimeoutMinutes") (not (kindIs "invalid" $m.startupTimeoutMinutes)) }}
+{{- $where = append $where (printf "models[%d] (%s)" $i $m.modelName) }}
+{{- end }}
+{{- end }}
+{{- if $where }}
+DEPRECATED: startupTimeoutMinutes ({{ join ", " $where }}) still sets the startup probe's budget; set probes.startup.failureThreshold (x probes.startup.periodSeconds, 10 s) instead. It goes in vllm-models 2.0.0.
 {{- end }}
 {{- end }}
 
@@ -259,7 +312,17 @@ Argument: dict "model" $m (resolved) "where" "models[i] (name)".
 {{- if and (not $m.existingClaim) (not (or (has "ReadWriteOnce" $m.accessModes) (has "ReadWriteMany" $m.accessModes) (has "ReadWriteOncePod" $m.accessModes))) }}
 {{ $w }}: accessModes {{ join "/" $m.accessModes }} cannot be written: the engine downloads into the cache PVC. Add ReadWriteOnce or ReadWriteMany, or use existingClaim with a pre-filled cache.
 {{- end }}
-{{- include "model-catalog.plainSecretEnv" (dict "where" $w "env" $m.env) }}
+{{- if and $m.chatTemplate (eq $m.engine "openai") }}
+{{ $w }}: chatTemplate: engine openai takes its arguments from `args`, where the chart adds nothing; pass the server's own chat template flag there.
+{{- else if and $m.chatTemplate $m.args }}
+{{ $w }}: chatTemplate: `args` replaces the generated arguments, --chat-template included; add --chat-template to args, or drop args.
+{{- end }}
+{{- $own := include "vllm-models.volumes" $m | fromYaml }}
+{{- $volumeNames := list }}
+{{- range $own.volumes }}{{ $volumeNames = append $volumeNames .name }}{{ end }}
+{{- $mountPaths := list }}
+{{- range $own.volumeMounts }}{{ $mountPaths = append $mountPaths .mountPath }}{{ end }}
+{{- include "model-catalog.validatePod" (dict "model" $m "where" $w "volumes" $volumeNames "mounts" $mountPaths "containers" (list "server")) }}
 {{- end }}
 
 {{/* Every rule the schema cannot express; fails once with all messages. */}}
@@ -273,11 +336,8 @@ Argument: dict "model" $m (resolved) "where" "models[i] (name)".
 {{- range $i, $m := (.Values.models | default list) }}
 {{- if (include "model-catalog.enabled" (dict "models" (list $m) "kind" "vllm") | fromYaml).models }}
 {{- $r := include "vllm-models.resolve" (dict "context" $ "model" $m) | fromYaml }}
-{{- $messages = append $messages (include "vllm-models.validateModel" (dict "model" $r "where" (printf "models[%d] (%s)" $i $m.modelName)) | trim) }}
+{{- $messages = append $messages (include "vllm-models.validateModel" (dict "model" $r "where" (printf "models[%d] (%s)" $i $m.modelName))) }}
 {{- end }}
 {{- end }}
-{{- $messages = without $messages "" }}
-{{- if $messages }}
-{{- fail (printf "\nvllm-models: invalid values:\n%s" (join "\n" $messages)) }}
-{{- end }}
+{{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}

@@ -53,7 +53,7 @@ def test_image_tags_follow_the_build_inputs_only(tmp_path, monkeypatch):
 
 def test_the_e2e_models_are_the_repository_catalog_on_cpu():
     models = e2e_models()["models"]
-    assert {m["modelName"] for m in models} >= {"dialogpt-medium", "qwen2-5-1-5b-instruct", "tinyllama-gguf"}
+    assert {m["modelName"] for m in models} >= {"qwen2-5-0-5b-instruct", "qwen2-5-1-5b-instruct", "tinyllama-gguf"}
     assert all(m["gpuRequestCount"] == 0 for m in models)
     assert sum("gguf" in m for m in models) >= 1 and sum("gguf" not in m for m in models) >= 2
     added = e2e_models([{"modelName": "x", "huggingfaceId": "a/b"}])["models"][-1]

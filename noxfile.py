@@ -241,23 +241,28 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """Slow, opt-in: the stack on a real cluster (existing, kind, or a local one; docs/e2e.md)."""
+    """Slow, opt-in: the stack on a real cluster with the real engines (llama-server, vLLM on CPU,
+    Open WebUI in headless Chromium), and every rendered engine command line started once
+    (existing cluster, kind, or the local one of tools/localcluster; docs/e2e.md)."""
     env = _setup(session)
+    session.install("-r", "tests/e2e/requirements.txt")
     session.run("pytest", "-c", "tests/pytest.ini", "tests/e2e", *session.posargs, env=env)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The stack on the e2e cluster, left running: endpoint and one answer per model (docs/e2e.md)."""
+    """The stack on the e2e cluster, left running: endpoints, one answer per model, how to open
+    Open WebUI (`-- --vllm`: the vLLM models too; docs/e2e.md)."""
     env = _setup(session)
-    session.run("python", "tests/e2e/cli.py", "demo", *session.posargs, env=env)
+    session.install("-r", "tools/stack/requirements.txt")
+    session.run("python", "tools/demo.py", "demo", *session.posargs, env=env)
 
 
 @nox.session
 def down(session: nox.Session) -> None:
     """Remove the demo stack and the cluster `demo`/`e2e` started (`-- --keep-cluster`: stack only)."""
     env = _setup(session)
-    session.run("python", "tests/e2e/cli.py", "down", *session.posargs, env=env)
+    session.run("python", "tools/demo.py", "down", *session.posargs, env=env)
 
 
 @nox.session(default=False)

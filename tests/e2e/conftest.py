@@ -1,21 +1,31 @@
-"""One session-scoped cluster and one installed stack for the whole e2e run.
+"""One session-scoped cluster and one installed stack (real engines) for the whole e2e run.
 
 Options (also as environment variables, for nox): --kube-context / LLM_CHARTS_KUBE_CONTEXT,
 --e2e-kubeconfig / LLM_CHARTS_KUBECONFIG, --provider / LLM_CHARTS_PROVIDER,
 --keep-cluster / LLM_CHARTS_KEEP_CLUSTER=1 (keep what this run created, stack included),
 --delete-cluster (delete the cluster at the end even when it was already running).
+
+The tooling lives in tools/ (tools/localcluster, tools/stack); the images start building at
+the start of the session, while the cluster's binaries build, so a cold run overlaps them.
 """
+
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from e2e import progress, providers
-from e2e.stack import Stack
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+
+import progress  # noqa: E402
+from stack import install, providers  # noqa: E402
 
 NAMESPACE = os.environ.get("LLM_CHARTS_E2E_NAMESPACE", "llm-e2e")
+WORKDIR = REPO / "build" / "e2e"
 
 
 def pytest_addoption(parser):
@@ -37,6 +47,7 @@ def pytest_configure(config):
             return
         with capman.global_and_fixture_disabled():
             reporter.write_line(line)
+
     progress.writer = write
 
 
@@ -45,10 +56,42 @@ def _keep(config) -> bool:
 
 
 @pytest.fixture(scope="session")
-def cluster(request):
-    c = providers.select(request.config.getoption("--e2e-kubeconfig"),
-                         request.config.getoption("--kube-context"), request.config.getoption("--provider"))
-    providers.up(c)
+def selected_cluster(request) -> providers.Cluster:
+    return providers.select(
+        request.config.getoption("--e2e-kubeconfig"),
+        request.config.getoption("--kube-context"),
+        request.config.getoption("--provider"),
+    )
+
+
+@pytest.fixture(scope="session")
+def warm_up(selected_cluster):
+    """Start the slow, independent work at once: the images (downloads, pip) and, for the local
+    cluster, its binaries (Go compiles). Returns the futures; fixtures wait on what they need."""
+    artifacts = None
+    if isinstance(selected_cluster, providers.LocalCluster):
+        import localcluster.artifacts
+
+        localcluster.artifacts.preflight()  # the Debian packages both need (docker.io, debootstrap)
+    built = install.prebuild()
+    if isinstance(selected_cluster, providers.LocalCluster):
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        artifacts = pool.submit(localcluster.artifacts.ensure_all)
+        pool.shutdown(wait=False)
+    return {"images": built, "artifacts": artifacts}
+
+
+@pytest.fixture(scope="session")
+def images(warm_up) -> dict[str, str]:
+    """name -> reference of every image the stack needs (built once per input hash)."""
+    return warm_up["images"].result()
+
+
+@pytest.fixture(scope="session")
+def cluster(request, selected_cluster, warm_up):
+    if warm_up["artifacts"] is not None:
+        warm_up["artifacts"].result()
+    c = providers.up(selected_cluster)
     yield c
     if request.config.getoption("--delete-cluster") or (c.created and not _keep(request.config)):
         c.delete()
@@ -57,10 +100,14 @@ def cluster(request):
 
 
 @pytest.fixture(scope="session")
-def stack(cluster, request):
-    s = Stack(cluster, NAMESPACE, Path(__file__).resolve().parents[2] / "build" / "e2e")
-    s.prepare()
+def stack(cluster, warm_up, request):
+    s = install.Stack(cluster, NAMESPACE, WORKDIR)
+    # A clean namespace: caches kept by an earlier run (helm.sh/resource-policy: keep) would make
+    # the first start of a model not a first start.
+    with progress.step(f"remove what an earlier run left in namespace {NAMESPACE}"):
+        cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", timeout=300)
     try:
+        s.prepare(warm_up["images"])
         s.install_all()
     except Exception:
         progress.say("install failed; the namespace:\n" + s.diagnostics())

@@ -3,12 +3,13 @@
 1. an existing cluster the user names: LLM_CHARTS_KUBECONFIG (and/or LLM_CHARTS_KUBE_CONTEXT,
    pytest --kube-context) - used as it is, never created or deleted;
 2. kind, when `kind` is on PATH and a kindest/node image is already in docker (no pull);
-3. the local single-node cluster of localcluster.py (root on Debian).
+3. the local single-node cluster of tools/localcluster (root on Debian).
 LLM_CHARTS_PROVIDER=existing|kind|local forces one.
 
 A cluster that was already running is reused and left running; one created by this run is
 deleted at the end unless kept (LLM_CHARTS_KEEP_CLUSTER=1, pytest --keep-cluster).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,11 +19,13 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from . import images, localcluster
-from .progress import say, step
+import localcluster
+from progress import say, step
+
+from . import images
 
 KIND_CLUSTER = os.environ.get("LLM_CHARTS_KIND_CLUSTER", "llm-charts")
 
@@ -46,10 +49,12 @@ class Cluster:
         args = [f"--kubeconfig={self.kubeconfig}"] if self.kubeconfig else []
         return args + ([f"--context={self.context}"] if self.context else [])
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run(["kubectl", *self.kubectl_args(), *args], input=input,
-                              capture_output=True, text=True, timeout=timeout)
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            ["kubectl", *self.kubectl_args(), *args], input=input, capture_output=True, text=True, timeout=timeout
+        )
         if check and proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
         return proc
@@ -82,7 +87,11 @@ class Cluster:
         """A base URL on this host that reaches the Service (kubectl port-forward by default)."""
         proc = subprocess.Popen(
             ["kubectl", *self.kubectl_args(), "-n", namespace, "port-forward", f"svc/{service}", f":{port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
         try:
             deadline = time.monotonic() + 30
             local = None
@@ -108,28 +117,46 @@ class KindCluster(Cluster):
 
     @staticmethod
     def available() -> bool:
-        return bool(shutil.which("kind") and shutil.which("docker")) and \
-            images.docker("images", "-q", "kindest/node", check=False).stdout.strip() != ""
+        return (
+            bool(shutil.which("kind") and shutil.which("docker"))
+            and images.docker("images", "-q", "kindest/node", check=False).stdout.strip() != ""
+        )
 
     def __init__(self) -> None:
         super().__init__(localcluster.CACHE / "kind.kubeconfig", f"kind-{KIND_CLUSTER}")
 
-    def up(self) -> "KindCluster":
+    def up(self) -> KindCluster:
         clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True).stdout.split()
         if KIND_CLUSTER not in clusters:
             node = images.docker("images", "kindest/node", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()[0]
             with step(f"kind create cluster --name {KIND_CLUSTER} --image {node}"):
-                subprocess.run(["kind", "create", "cluster", "--name", KIND_CLUSTER, "--image", node,
-                                "--kubeconfig", str(self.kubeconfig), "--wait", "120s"], check=True)
+                subprocess.run(
+                    [
+                        "kind",
+                        "create",
+                        "cluster",
+                        "--name",
+                        KIND_CLUSTER,
+                        "--image",
+                        node,
+                        "--kubeconfig",
+                        str(self.kubeconfig),
+                        "--wait",
+                        "120s",
+                    ],
+                    check=True,
+                )
             self.created = True
         else:
-            subprocess.run(["kind", "export", "kubeconfig", "--name", KIND_CLUSTER,
-                            "--kubeconfig", str(self.kubeconfig)], check=True, capture_output=True)
+            subprocess.run(
+                ["kind", "export", "kubeconfig", "--name", KIND_CLUSTER, "--kubeconfig", str(self.kubeconfig)],
+                check=True,
+                capture_output=True,
+            )
         return self
 
     def load_image(self, ref: str) -> str:
-        subprocess.run(["kind", "load", "docker-image", "--name", KIND_CLUSTER, ref], check=True,
-                       capture_output=True)
+        subprocess.run(["kind", "load", "docker-image", "--name", KIND_CLUSTER, ref], check=True, capture_output=True)
         return ref
 
     def delete(self) -> None:
@@ -143,7 +170,7 @@ class LocalCluster(Cluster):
     def __init__(self) -> None:
         super().__init__(localcluster.KUBECONFIG, None)
 
-    def up(self) -> "LocalCluster":
+    def up(self) -> LocalCluster:
         was_running = localcluster.KUBECONFIG.exists() and os.geteuid() == 0 and localcluster.running()
         localcluster.up()
         self.created = not was_running
@@ -153,9 +180,9 @@ class LocalCluster(Cluster):
         return f"local cluster (Kubernetes {localcluster.K8S_VERSION}, kubeconfig {self.kubeconfig})"
 
     def load_image(self, ref: str) -> str:
-        if not localcluster.image_present(ref):
+        if not localcluster.present(ref):
             with step(f"load {ref} into the cluster's containerd"):
-                localcluster.import_image_archive(images.save(ref))
+                images.save_into(ref, localcluster.import_archive)
         return ref
 
     @contextlib.contextmanager

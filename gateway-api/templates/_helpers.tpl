@@ -7,11 +7,17 @@ model-catalog.
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* Paths routed to the api-gateway, as a YAML list: the gateway's own (model-catalog.gatewayPaths,
+the list its nginx.conf is made from), then routes.extraApiPaths and the deprecated routes.apiPaths. */}}
+{{- define "llm-gateway-api.apiPaths" -}}
+{{- concat (include "model-catalog.gatewayPaths" . | fromYamlArray) .Values.routes.extraApiPaths .Values.routes.apiPaths | uniq | toYaml }}
+{{- end }}
+
 {{/*
 Backends of the routes, as YAML `backends: [...]` with name, namespace, port and the paths they serve.
 */}}
 {{- define "llm-gateway-api.backends" -}}
-{{- $out := list (dict "role" "api" "name" .Values.global.gateway.serviceName "namespace" (.Values.global.gateway.namespace | default .Release.Namespace) "port" .Values.global.gateway.port "paths" .Values.routes.apiPaths) }}
+{{- $out := list (dict "role" "api" "name" .Values.global.gateway.serviceName "namespace" (.Values.global.gateway.namespace | default .Release.Namespace) "port" .Values.global.gateway.port "paths" (include "llm-gateway-api.apiPaths" . | fromYamlArray)) }}
 {{- if .Values.openwebui.enabled }}
 {{- $out = append $out (dict "role" "ui" "name" .Values.openwebui.serviceName "namespace" (.Values.openwebui.namespace | default .Release.Namespace) "port" .Values.openwebui.port "paths" (list "/")) }}
 {{- end }}

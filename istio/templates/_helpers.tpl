@@ -23,6 +23,12 @@ v1 unless the cluster serves only v1beta1 (Istio < 1.22), or what .Values.apiVer
 {{- printf "%s/%s" .group $version }}
 {{- end }}
 
+{{/* Paths routed to the api-gateway, as a YAML list: the gateway's own (model-catalog.gatewayPaths,
+the list its nginx.conf is made from), then routes.extraApiPaths and the deprecated routes.apiPaths. */}}
+{{- define "llm-istio.apiPaths" -}}
+{{- concat (include "model-catalog.gatewayPaths" . | fromYamlArray) .Values.routes.extraApiPaths .Values.routes.apiPaths | uniq | toYaml }}
+{{- end }}
+
 {{/* Cluster DNS name of the api-gateway Service (global.clusterDomain). */}}
 {{- define "llm-istio.apiGatewayHost" -}}
 {{- include "model-catalog.gatewayFqdn" . }}

@@ -390,8 +390,12 @@ def test_changing_the_shared_list_changes_models_routes_and_ui(tmp_path):
     assert old["modelName"] in _route_names(before["api-gateway"])
     routed = _route_names(after["api-gateway"])
     assert {"renamed-model", "added-model"} <= routed and old["modelName"] not in routed
-    services = {r.get("service") for r in _routes(after["api-gateway"])}
-    assert {"vllm-renamed-model", "vllm-added-model"} <= services
+    # The gateway finds their pods through their headless Services.
+    lookups = {r["discovery"].get("srv", "") for r in _routes(after["api-gateway"])}
+    assert {
+        "_http._tcp.vllm-renamed-model-pods.llm.svc.cluster.local",
+        "_http._tcp.vllm-added-model-pods.llm.svc.cluster.local",
+    } <= lookups, lookups
     # Open WebUI: its default model is the first of the list, its connection is the gateway.
     assert _ui_env(before["openwebui"]).get("DEFAULT_MODELS") == old["modelName"]
     env = _ui_env(after["openwebui"])
@@ -534,8 +538,10 @@ def test_gateway_api_defaults_send_the_api_to_the_gateway_and_the_rest_to_the_ui
     route = get(manifests, "HTTPRoute", "test")
     assert route["spec"]["parentRefs"] == [{"name": "test"}]
     api, ui = route["spec"]["rules"]
+    # Every path the gateway routes (tests/unit/test_endpoints.py checks against nginx.conf).
     assert [m["path"] for m in api["matches"]] == [
-        {"type": "PathPrefix", "value": p} for p in ("/v1", "/tokenize", "/detokenize")
+        {"type": "PathPrefix", "value": p}
+        for p in ("/v1", "/v2/rerank", "/tokenize", "/detokenize", "/pooling", "/classify", "/score", "/rerank")
     ]
     assert api["backendRefs"] == [{"name": "api-gateway", "port": 80}]
     assert api["timeouts"] == {"request": "3600s", "backendRequest": "3600s"}

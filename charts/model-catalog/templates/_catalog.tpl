@@ -41,7 +41,7 @@ port): <serviceName>-pods, cut to 63 characters. Argument: the entry.
 {{/*
 Routing table of every enabled model, as YAML `routes: [...]`, each with
 name, aliases, kind, service, podsService (the headless Service), namespace,
-port, and healthPath when the entry sets one.
+port, and healthPath and balancing (for the api-gateway) when the entry sets them.
 Argument: dict "models" LIST "namespace" DEFAULT_NAMESPACE.
 */}}
 {{- define "model-catalog.routes" -}}
@@ -57,6 +57,9 @@ Argument: dict "models" LIST "namespace" DEFAULT_NAMESPACE.
     "port" (include "model-catalog.servicePort" $m | int) }}
 {{- with $m.healthPath }}
 {{- $_ := set $route "healthPath" . }}
+{{- end }}
+{{- with $m.balancing }}
+{{- $_ := set $route "balancing" . }}
 {{- end }}
 {{- $routes = append $routes $route }}
 {{- end }}

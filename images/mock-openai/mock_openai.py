@@ -570,6 +570,8 @@ class MockServer:
         # No X-Accel-Buffering here: vLLM sends none, and nginx would obey it and hide a gateway that buffers.
         lines = self.base_headers(200, "text/event-stream", {"Cache-Control": "no-cache"})
         lines.append("Transfer-Encoding: chunked" if chunked else "Connection: close")
+        if chunked and not req.keep_alive:
+            lines.append("Connection: close")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.stats["streams_started"] += 1
         gone = asyncio.ensure_future(reader.read(1))  # EOF here = the client hung up
@@ -621,6 +623,12 @@ class MockServer:
                 writer.write(b"0\r\n\r\n")
                 await writer.drain()
             self.stats["streams_completed"] += 1
+            if self.args.llama_server and req.keep_alive:
+                # As llama-server (build 11669) does: it closes the connection after a stream while
+                # its headers promised keep-alive. A proxy that reuses the connection at once sends
+                # its next request into a closed socket.
+                self.stats["closed_after_stream"] = self.stats.get("closed_after_stream", 0) + 1
+                return False
         except _Die:
             writer.transport.abort()
             return False

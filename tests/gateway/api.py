@@ -1,4 +1,5 @@
 """Small HTTP helpers for the gateway tests; every failure message carries the nginx error log."""
+
 from __future__ import annotations
 
 import requests
@@ -6,8 +7,9 @@ import requests
 from .runner import Gateway
 
 
-def post(gw: Gateway, path: str, body=None, *, headers: dict | None = None, data=None,
-         timeout: float = 15.0) -> requests.Response:
+def post(
+    gw: Gateway, path: str, body=None, *, headers: dict | None = None, data=None, timeout: float = 15.0
+) -> requests.Response:
     if data is None:
         return requests.post(gw.url + path, json=body, headers=headers, timeout=timeout)
     return requests.post(gw.url + path, data=data, headers=headers, timeout=timeout)
@@ -18,8 +20,10 @@ def get(gw: Gateway, path: str, *, headers: dict | None = None, timeout: float =
 
 
 def describe(resp: requests.Response, gw: Gateway) -> str:
-    return (f"{resp.request.method} {resp.request.path_url} -> {resp.status_code} "
-            f"{dict(resp.headers)}\n{resp.text[:2000]}{gw.context()}")
+    return (
+        f"{resp.request.method} {resp.request.path_url} -> {resp.status_code} "
+        f"{dict(resp.headers)}\n{resp.text[:2000]}{gw.context()}"
+    )
 
 
 def routed_to(resp: requests.Response, backend, gw: Gateway) -> None:

@@ -1,4 +1,5 @@
 """Mock OpenAI backends (images/mock-openai/mock_openai.py) as local processes."""
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,14 @@ class MockBackend:
         self.port = 0
         self.backend_id = ""
 
-    def start(self, timeout: float = 10.0) -> "MockBackend":
+    def start(self, timeout: float = 10.0) -> MockBackend:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, str(MOCK), "--host", self.host, "--port", "0", "--mock-quiet", *self.args],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -66,9 +70,12 @@ class MockBackend:
         return f"http://{self.address}"
 
     def _call(self, method: str, path: str) -> dict:
-        req = urllib.request.Request(self.url + path, method=method,
-                                     data=b"{}" if method == "POST" else None,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path,
+            method=method,
+            data=b"{}" if method == "POST" else None,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 

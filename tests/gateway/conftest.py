@@ -3,6 +3,7 @@
 Session-scoped: one set of mock backends and one main gateway serve most tests; gateways
 with other values (auth, default model) start once each through `gateway_factory`.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,12 +35,23 @@ def backends(tmp_path_factory):
     """name -> MockBackend; `gamma` is down (no process), `delta` keeps loading."""
     logs = tmp_path_factory.mktemp("mocks")
     started = {
-        "alpha": MockBackend("--model", "org/Alpha-7B", "--served-model-name", "alpha", "org/Alpha-7B",
-                             "alpha-latest", log_dir=logs),
-        "beta": MockBackend("--model", "/mnt/models/beta.Q4_K_M.gguf", "--alias", "beta", "--alias", "beta-small",
-                            "--ctx-size", "2048", log_dir=logs),
-        "delta": MockBackend("--model", "org/Delta", "--served-model-name", "delta",
-                             "--mock-startup-seconds", "3600", log_dir=logs),
+        "alpha": MockBackend(
+            "--model", "org/Alpha-7B", "--served-model-name", "alpha", "org/Alpha-7B", "alpha-latest", log_dir=logs
+        ),
+        "beta": MockBackend(
+            "--model",
+            "/mnt/models/beta.Q4_K_M.gguf",
+            "--alias",
+            "beta",
+            "--alias",
+            "beta-small",
+            "--ctx-size",
+            "2048",
+            log_dir=logs,
+        ),
+        "delta": MockBackend(
+            "--model", "org/Delta", "--served-model-name", "delta", "--mock-startup-seconds", "3600", log_dir=logs
+        ),
     }
     try:
         for b in started.values():
@@ -52,8 +64,12 @@ def backends(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def endpoints(backends) -> dict[str, str]:
-    return {"alpha": backends["alpha"].address, "beta": backends["beta"].address,
-            "gamma": f"127.0.0.1:{closed_port()}", "delta": backends["delta"].address}
+    return {
+        "alpha": backends["alpha"].address,
+        "beta": backends["beta"].address,
+        "gamma": f"127.0.0.1:{closed_port()}",
+        "delta": backends["delta"].address,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +87,9 @@ def gateway_factory(nginx_bin, base_values):
     """start(values_overrides, secrets=None, name=...) -> a running Gateway, one per distinct overrides."""
     running: dict[str, runner.Gateway] = {}
 
-    def start(overrides: dict | None = None, *, secrets: dict | None = None, name: str = "gw",
-              headers: dict | None = None):
+    def start(
+        overrides: dict | None = None, *, secrets: dict | None = None, name: str = "gw", headers: dict | None = None
+    ):
         key = json.dumps([overrides, secrets], sort_keys=True)
         if key not in running:
             try:
@@ -80,8 +97,7 @@ def gateway_factory(nginx_bin, base_values):
             except runner.GatewayError as exc:
                 pytest.fail(str(exc), pytrace=False)
             except HelmError as exc:
-                pytest.fail(f"rendering charts/api-gateway for the gateway tests failed:\n{exc.stderr}",
-                            pytrace=False)
+                pytest.fail(f"rendering charts/api-gateway for the gateway tests failed:\n{exc.stderr}", pytrace=False)
             running[key] = gw
             wait_for_health_checks(gw, headers or {})
         return running[key]
@@ -104,8 +120,9 @@ def wait_for_health_checks(gw: runner.Gateway, headers: dict, timeout: float = 8
         except (requests.RequestException, ValueError):
             pass
         time.sleep(0.1)
-    pytest.fail(f"/v1/models never showed alpha ready and delta not ready; last answer: {last}{gw.context()}",
-                pytrace=False)
+    pytest.fail(
+        f"/v1/models never showed alpha ready and delta not ready; last answer: {last}{gw.context()}", pytrace=False
+    )
 
 
 def ready_of(entry: dict):

@@ -6,6 +6,7 @@ get NXDOMAIN. UDP and TCP (the gateway falls back to TCP for a truncated answer)
 change while the gateway runs (`set_pods`), and the server can stop answering (`paused`) or
 truncate every UDP answer (`truncate`).
 """
+
 from __future__ import annotations
 
 import socket

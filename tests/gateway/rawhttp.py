@@ -3,6 +3,7 @@
 requests/urllib buffer and hide chunk boundaries; streaming tests need the arrival time of
 every event, whether the stream ended with the terminating chunk, and byte-exact requests.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,17 @@ class Response:
         return [b - a for a, b in zip(times, times[1:])]
 
 
-def request(host: str, port: int, method: str, path: str, body: bytes | dict | None = None,
-            headers: dict | None = None, timeout: float = 15.0, raw: bytes | None = None,
-            close_after_events: int | None = None) -> Response:
+def request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | dict | None = None,
+    headers: dict | None = None,
+    timeout: float = 15.0,
+    raw: bytes | None = None,
+    close_after_events: int | None = None,
+) -> Response:
     """Send one request (or `raw` bytes as they are) and read the whole answer."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
@@ -86,7 +95,7 @@ def _read_response(sock: socket.socket, out: Response, close_after_events: int |
     def more() -> bytes:
         try:
             return sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             return b""
 
     if chunked:
@@ -110,7 +119,7 @@ def _read_response(sock: socket.socket, out: Response, close_after_events: int |
                     return
                 buf += data
             stop = feed(buf[:size])
-            buf = buf[size + 2:]
+            buf = buf[size + 2 :]
             if stop:
                 break
     else:

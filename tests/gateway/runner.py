@@ -5,6 +5,7 @@ and emptyDir volume of the Deployment is materialized at its mountPath, and ngin
 the Deployment would run it: as an unprivileged user (nobody, when the tests run as root),
 error log on stderr, JSON access log on stdout, both captured to files.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,13 +17,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from harness.render import get, find, render_chart
+from harness.render import find, get, render_chart
 
 from .backends import free_port, wait_http
 
@@ -133,8 +133,10 @@ def render(values: dict) -> list[dict]:
 def _write(path: Path, data: bytes, root: Path) -> None:
     path = Path(path)
     if root not in path.parents:
-        raise GatewayError(f"the chart mounts {path}, outside paths.configDir/tempDir/secretsDir: "
-                           "a mount the paths values cannot relocate")
+        raise GatewayError(
+            f"the chart mounts {path}, outside paths.configDir/tempDir/secretsDir: "
+            "a mount the paths values cannot relocate"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
@@ -187,8 +189,9 @@ def _volume(manifests: list[dict], name: str) -> dict:
     return next(v for v in pod.get("volumes", []) if v["name"] == name)
 
 
-def start(values: dict, *, secrets: dict[str, dict[str, str]] | None = None, name: str = "gw",
-          ready_timeout: float = 15.0) -> Gateway:
+def start(
+    values: dict, *, secrets: dict[str, dict[str, str]] | None = None, name: str = "gw", ready_timeout: float = 15.0
+) -> Gateway:
     """Render with `values` (on top of models.yaml and the Debian values), materialize, run, wait for /readyz."""
     nginx = ensure_nginx()
     root = Path(tempfile.mkdtemp(prefix=f"gateway-{name}-"))
@@ -203,12 +206,18 @@ def start(values: dict, *, secrets: dict[str, dict[str, str]] | None = None, nam
 
 def _start(nginx: str, root: Path, values: dict, secrets, name: str, ready_timeout: float) -> Gateway:
     port, metrics_port = free_port(), free_port()
-    values = deep_merge({
-        "containerPort": port,
-        "metrics": {"port": metrics_port},
-        "paths": {"configDir": str(root / "config"), "tempDir": str(root / "tmp"),
-                  "secretsDir": str(root / "secrets")},
-    }, values)
+    values = deep_merge(
+        {
+            "containerPort": port,
+            "metrics": {"port": metrics_port},
+            "paths": {
+                "configDir": str(root / "config"),
+                "tempDir": str(root / "tmp"),
+                "secretsDir": str(root / "secrets"),
+            },
+        },
+        values,
+    )
     manifests = render(values)
     container = materialize(manifests, root, secrets or {})
     conf = root / "config" / "nginx.conf"
@@ -227,24 +236,38 @@ def _start(nginx: str, root: Path, values: dict, secrets, name: str, ready_timeo
     if os.geteuid() == 0:
         # Run as the pod would: not root (nginx then never switches users and needs no `user`),
         # with only the emptyDirs and its stdout/stderr writable; ConfigMap and Secret files stay root's.
-        writable = [stdout, stderr] + [Path(m["mountPath"]) for m in container.get("volumeMounts", [])
-                                       if "emptyDir" in _volume(manifests, m["name"])]
+        writable = [stdout, stderr] + [
+            Path(m["mountPath"])
+            for m in container.get("volumeMounts", [])
+            if "emptyDir" in _volume(manifests, m["name"])
+        ]
         for top in writable:
             for p in [top, *(top.rglob("*") if top.is_dir() else [])]:
                 os.chown(p, UNPRIVILEGED, UNPRIVILEGED, follow_symlinks=False)
         kwargs = {"user": UNPRIVILEGED, "group": UNPRIVILEGED, "extra_groups": []}
     with stdout.open("ab") as out, stderr.open("ab") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, **kwargs)
-    gw = Gateway(root=root, values=values, manifests=manifests, proc=proc, port=port,
-                 metrics_port=metrics_port, stdout=stdout, stderr=stderr, conf=conf, secrets=secrets or {})
-    status = wait_http(gw.url + "/readyz", timeout=ready_timeout,
-                       ok=lambda s: s == 200 or proc.poll() is not None)
+    gw = Gateway(
+        root=root,
+        values=values,
+        manifests=manifests,
+        proc=proc,
+        port=port,
+        metrics_port=metrics_port,
+        stdout=stdout,
+        stderr=stderr,
+        conf=conf,
+        secrets=secrets or {},
+    )
+    status = wait_http(gw.url + "/readyz", timeout=ready_timeout, ok=lambda s: s == 200 or proc.poll() is not None)
     if status != 200:
         gw.stop()
         context = gw.context()
-        raise GatewayError(f"nginx did not become ready (GET /readyz: {status or 'no answer'}, "
-                           f"exit code {proc.poll()}); command: {' '.join(cmd)}{context}"
-                           "\n(GATEWAY_KEEP_TMP=1 keeps the rendered files for a look)")
+        raise GatewayError(
+            f"nginx did not become ready (GET /readyz: {status or 'no answer'}, "
+            f"exit code {proc.poll()}); command: {' '.join(cmd)}{context}"
+            "\n(GATEWAY_KEEP_TMP=1 keeps the rendered files for a look)"
+        )
     return gw
 
 

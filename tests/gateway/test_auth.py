@@ -1,4 +1,5 @@
 """API keys: who may call, which models each key sees and uses, per-key rate limits, no key in any log."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,12 @@ def bearer(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def gw(gateway_factory):
-    return gateway_factory({"auth": {"enabled": True, "existingSecret": API_KEYS_SECRET}},
-                           secrets={API_KEYS_SECRET: {"api-keys.json": json.dumps(API_KEYS)}},
-                           name="auth", headers=bearer("team-a"))
+    return gateway_factory(
+        {"auth": {"enabled": True, "existingSecret": API_KEYS_SECRET}},
+        secrets={API_KEYS_SECRET: {"api-keys.json": json.dumps(API_KEYS)}},
+        name="auth",
+        headers=bearer("team-a"),
+    )
 
 
 class TestAuthentication:
@@ -36,36 +40,45 @@ class TestAuthentication:
         error(post(gw, "/v1/chat/completions", {"model": "alpha"}), 401, gw)
         error(get(gw, "/v1/models"), 401, gw)
 
-    @pytest.mark.parametrize("value", [
-        "Bearer sk-nope",
-        "Bearer " + KEYS["team-a"][:-1],            # one character short
-        "Bearer " + KEYS["team-a"][:-1] + "0",      # last character differs
-        "Bearer " + KEYS["team-a"] + "0",           # one character more
-        "Bearer " + KEYS["team-a"].upper(),
-        "Bearer ",
-        "Basic " + KEYS["team-a"],
-        KEYS["team-a"],                             # no scheme
-    ])
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "Bearer sk-nope",
+            "Bearer " + KEYS["team-a"][:-1],  # one character short
+            "Bearer " + KEYS["team-a"][:-1] + "0",  # last character differs
+            "Bearer " + KEYS["team-a"] + "0",  # one character more
+            "Bearer " + KEYS["team-a"].upper(),
+            "Bearer ",
+            "Basic " + KEYS["team-a"],
+            KEYS["team-a"],  # no scheme
+        ],
+    )
     def test_wrong_or_near_miss_key_is_401(self, gw, value):
         error(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers={"Authorization": value}), 401, gw)
 
     def test_valid_key_routes(self, gw, backends):
-        routed_to(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers=bearer("team-a")),
-                  backends["alpha"], gw)
+        routed_to(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers=bearer("team-a")), backends["alpha"], gw)
 
     def test_x_api_key_header_is_accepted_too(self, gw, backends):
-        routed_to(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers={"x-api-key": KEYS["team-a"]}),
-                  backends["alpha"], gw)
-        error(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers={"x-api-key": KEYS["team-a"][:-1]}),
-              401, gw)
+        routed_to(
+            post(gw, "/v1/chat/completions", {"model": "alpha"}, headers={"x-api-key": KEYS["team-a"]}),
+            backends["alpha"],
+            gw,
+        )
+        error(post(gw, "/v1/chat/completions", {"model": "alpha"}, headers={"x-api-key": KEYS["team-a"][:-1]}), 401, gw)
 
     def test_key_is_not_forwarded_upstream(self, gw):
-        resp = post(gw, "/v1/chat/completions", {"model": "alpha", "mock": {"echo_headers": True}},
-                    headers=bearer("team-a"))
+        resp = post(
+            gw, "/v1/chat/completions", {"model": "alpha", "mock": {"echo_headers": True}}, headers=bearer("team-a")
+        )
         assert resp.status_code == 200, describe(resp, gw)
         assert KEYS["team-a"] not in json.dumps(resp.json()["mock_echo"]["headers"]), resp.json()["mock_echo"]
-        resp = post(gw, "/v1/chat/completions", {"model": "alpha", "mock": {"echo_headers": True}},
-                    headers={"x-api-key": KEYS["team-a"]})
+        resp = post(
+            gw,
+            "/v1/chat/completions",
+            {"model": "alpha", "mock": {"echo_headers": True}},
+            headers={"x-api-key": KEYS["team-a"]},
+        )
         assert KEYS["team-a"] not in json.dumps(resp.json()["mock_echo"]["headers"]), resp.json()["mock_echo"]
 
     def test_probes_need_no_key(self, gw):
@@ -76,8 +89,11 @@ class TestAuthentication:
 class TestPerKeyModels:
     def test_allowed_by_alias_routes(self, gw, backends):
         for model in ("beta-small", "beta"):
-            routed_to(post(gw, "/v1/completions", {"model": model, "prompt": "x"}, headers=bearer("team-b")),
-                      backends["beta"], gw)
+            routed_to(
+                post(gw, "/v1/completions", {"model": model, "prompt": "x"}, headers=bearer("team-b")),
+                backends["beta"],
+                gw,
+            )
 
     def test_model_outside_the_key_is_404_like_an_unknown_one(self, gw, backends):
         # The chart answers 404 model_not_found (not 403): a key learns nothing about models it cannot use.
@@ -111,15 +127,17 @@ class TestRateLimit:
         assert statuses.count(200) <= 5, statuses
 
     def test_other_keys_are_not_limited_by_it(self, gw, backends):
-        routed_to(post(gw, "/v1/embeddings", {"model": "beta", "input": "x"}, headers=bearer("team-a")),
-                  backends["beta"], gw)
+        routed_to(
+            post(gw, "/v1/embeddings", {"model": "beta", "input": "x"}, headers=bearer("team-a")), backends["beta"], gw
+        )
 
 
 def test_keys_never_reach_the_logs_but_names_do(gw):
     # Runs last in this module: the logs hold every request above by then.
     post(gw, "/v1/chat/completions", {"model": "alpha"}, headers=bearer("team-a"))
-    post(gw, "/v1/chat/completions", {"model": "alpha"},
-         headers={"Authorization": "Bearer " + KEYS["team-b"][:-1] + "x"})
+    post(
+        gw, "/v1/chat/completions", {"model": "alpha"}, headers={"Authorization": "Bearer " + KEYS["team-b"][:-1] + "x"}
+    )
     logs = gw.raw_access_log() + gw.stderr.read_text(errors="replace")
     for name, key in KEYS.items():
         assert key not in logs, f"API key of {name} found in the logs"

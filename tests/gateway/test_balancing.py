@@ -13,6 +13,7 @@ Bounds stated by these tests (3 pods unless said otherwise):
 - prefix with bounded loads, 12 concurrent requests sharing one prefix: no pod takes more
   than ceil(1.25 x 12 / 3) = 5.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,8 +66,10 @@ def dns():
 def pods(tmp_path_factory):
     """Five mock pods on 127.0.0.21-25, llama-server style (any model name)."""
     logs = tmp_path_factory.mktemp("pods")
-    started = [MockBackend("--model", "/mnt/models/pod.gguf", "--alias", f"pod{i}", log_dir=logs,
-                           host=f"127.0.0.{20 + i}") for i in range(1, 6)]
+    started = [
+        MockBackend("--model", "/mnt/models/pod.gguf", "--alias", f"pod{i}", log_dir=logs, host=f"127.0.0.{20 + i}")
+        for i in range(1, 6)
+    ]
     try:
         for p in started:
             p.start()
@@ -146,6 +149,7 @@ def spread(gw, pods, bodies, concurrency: int = 1, headers=None) -> Counter:
         resp = send(gw, body, headers)
         assert resp.status_code == 200, describe(resp, gw)
         return pod_of(resp, pods)
+
     with ThreadPoolExecutor(concurrency) as pool:
         return Counter(pool.map(one, bodies))
 
@@ -277,8 +281,9 @@ def test_round_robin_takes_each_pod_in_turn(gw, pods):
 
 
 def test_session_key_from_a_header_or_the_user_field_sticks_to_one_pod(gw, pods):
-    by_header = spread(gw, pods, [chat("sess") for _ in range(15)], concurrency=3,
-                       headers={"X-Session-Id": "session-42"})
+    by_header = spread(
+        gw, pods, [chat("sess") for _ in range(15)], concurrency=3, headers={"X-Session-Id": "session-42"}
+    )
     assert len(by_header) == 1, by_header
     by_field = spread(gw, pods, [chat("sess", user="alice") for _ in range(15)], concurrency=3)
     assert len(by_field) == 1, by_field
@@ -296,12 +301,17 @@ def test_prefix_sends_a_shared_system_prompt_and_every_turn_of_a_conversation_to
     turn1 = chat("pre", "Plan a trip to Turku", system="Be brief.")
     history = turn1["messages"][1:] + [{"role": "assistant", "content": "Take the train."}]
     turn2 = chat("pre", "And back?", system="Be brief.", history=history)
-    turn3 = chat("pre", "Cheaper?", system="Be brief.",
-                 history=turn2["messages"][1:] + [{"role": "assistant", "content": "Bus."}])
+    turn3 = chat(
+        "pre",
+        "Cheaper?",
+        system="Be brief.",
+        history=turn2["messages"][1:] + [{"role": "assistant", "content": "Bus."}],
+    )
     assert len(spread(gw, pods, [turn1, turn2, turn3, turn1])) == 1
     # Different conversations spread over every pod.
-    many = spread(gw, pods, [chat("pre", f"conversation {i} starts here", system="Be brief.") for i in range(60)],
-                  concurrency=6)
+    many = spread(
+        gw, pods, [chat("pre", f"conversation {i} starts here", system="Be brief.") for i in range(60)], concurrency=6
+    )
     assert set(many) == {0, 1, 2} and all(10 <= n <= 30 for n in many.values()), many
 
 
@@ -323,16 +333,25 @@ def test_a_failed_connect_is_retried_on_another_pod_and_the_pod_is_skipped(nginx
     doomed = MockBackend("--model", "/mnt/models/pod.gguf", log_dir=tmp_path, host="127.0.0.29").start()
     dns.set_pods(SRV["flaky"], [addr(p) for p in pods[:3]] + [addr(doomed)])
     try:
-        gw = runner.start({"models": [m for m in MODELS if m["modelName"] == "flaky"],
-                           "routing": {"discovery": {"servers": [dns.address], "intervalSeconds": 1}},
-                           "healthCheck": {"intervalSeconds": 3600}, "timeouts": {"connectSeconds": 1}},
-                          name="flaky")
+        gw = runner.start(
+            {
+                "models": [m for m in MODELS if m["modelName"] == "flaky"],
+                "routing": {"discovery": {"servers": [dns.address], "intervalSeconds": 1}},
+                "healthCheck": {"intervalSeconds": 3600},
+                "timeouts": {"connectSeconds": 1},
+            },
+            name="flaky",
+        )
     except runner.GatewayError as exc:
         doomed.stop()
         pytest.fail(str(exc), pytrace=False)
     try:
-        assert wait_until(lambda: models(gw)["flaky"]["replicas"] == {"ready": 4, "total": 4}
-                          and models(gw)["flaky"]["ready"] is True, 10), models(gw)
+        assert wait_until(
+            lambda: (
+                models(gw)["flaky"]["replicas"] == {"ready": 4, "total": 4} and models(gw)["flaky"]["ready"] is True
+            ),
+            10,
+        ), models(gw)
         doomed.stop()
         seen = spread(gw, pods, [chat("flaky") for _ in range(40)], concurrency=4)
         assert sum(seen.values()) == 40 and set(seen) <= {0, 1, 2}, seen
@@ -349,6 +368,7 @@ def test_a_failed_connect_is_retried_on_another_pod_and_the_pod_is_skipped(nginx
 def test_a_request_that_was_sent_is_never_retried(gw, pods):
     def chats():
         return sum(p.stats()["requests"].get("/v1/chat/completions", 0) for p in pods[:3])
+
     before = chats()
     resp = send(gw, chat("lr", mock={"close": True}))  # the pod reads it, then drops the connection
     error(resp, 502, gw, code="upstream_unavailable")

@@ -1,4 +1,5 @@
 """Upstream failures reach the client as the error contract says, and never hang the gateway."""
+
 from __future__ import annotations
 
 import time

@@ -1,6 +1,7 @@
 """Gateway hardening: exact paths, bounded memory, nothing learned by restricted keys, a checked keys
 file, the headers clients expect (X-Request-Id, rate limits, CORS), no SDK resend of a generation that
 ran, and a clear error for whatever else real clients (curl, the OpenAI SDK, browsers) send."""
+
 from __future__ import annotations
 
 import gzip
@@ -19,8 +20,12 @@ from .api import describe, error, get, post
 from .backends import MockBackend
 from .conftest import API_KEYS_SECRET
 
-KEYS = {"all": "sk-test-all-models-3f8a1c9e0b7d", "beta": "sk-test-only-beta-5e2d8c1a9f4b",
-        "limited": "sk-test-limited-7a3c5e9b1d2f", "beta-default": "sk-test-beta-default-0c4e6a8b"}
+KEYS = {
+    "all": "sk-test-all-models-3f8a1c9e0b7d",
+    "beta": "sk-test-only-beta-5e2d8c1a9f4b",
+    "limited": "sk-test-limited-7a3c5e9b1d2f",
+    "beta-default": "sk-test-beta-default-0c4e6a8b",
+}
 API_KEYS = [
     {"name": "all", "key": KEYS["all"]},
     {"name": "beta", "key": KEYS["beta"], "models": ["beta"]},
@@ -39,8 +44,13 @@ def endpoints(gw) -> list[str]:
 
 
 def raw(gw, method: str, target: str, body: bytes = b"", headers: dict | None = None) -> rawhttp.Response:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{gw.port}", "Connection: close",
-             f"Content-Length: {len(body)}", "Content-Type: application/json"]
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        f"Host: 127.0.0.1:{gw.port}",
+        "Connection: close",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
     return rawhttp.request("127.0.0.1", gw.port, method, target, raw=data)
@@ -86,6 +96,7 @@ def test_v1_models_id_with_a_control_character_is_not_found(gateway):
 
 # --- 2. memory stays bounded with bodies of the maximum size -------------------------------
 
+
 class Sink:
     """A model server that reads each request whole and answers a small JSON, never keeping it."""
 
@@ -119,8 +130,13 @@ class Sink:
                 if head.startswith(b"GET"):
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
                     continue
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 left = length - len(data)
                 data = b""
                 while left > 0:
@@ -130,8 +146,12 @@ class Sink:
                     left -= len(chunk)
                 self.received.append(length)
                 body = b'{"object":"list","data":[]}'
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
 
     def close(self):
         self.sock.close()
@@ -159,8 +179,9 @@ def test_concurrent_bodies_of_the_maximum_size_keep_nginx_far_below_its_memory_l
     """With the chart's default values (body.maxSize 64m, bufferSize 1m, 2 workers, 256Mi limit),
     8 concurrent 64 MiB bodies whose "model" comes last (the OpenAI SDK writes "messages" first)."""
     sink = Sink()
-    gw = runner.start({"routing": {"endpoints": {"alpha": sink.address}}, "timeouts": {"readSeconds": 60}},
-                      name="memory")
+    gw = runner.start(
+        {"routing": {"endpoints": {"alpha": sink.address}}, "timeouts": {"readSeconds": 60}}, name="memory"
+    )
     try:
         limit = 256 * 1024 * 1024
         size = 64 * 1024 * 1024 - 4096
@@ -185,8 +206,9 @@ def test_concurrent_bodies_of_the_maximum_size_keep_nginx_far_below_its_memory_l
 
         def upload():
             with open(path, "rb") as f:
-                return requests.post(gw.url + "/v1/embeddings", data=f, timeout=120,
-                                     headers={"Content-Type": "application/json"}).status_code
+                return requests.post(
+                    gw.url + "/v1/embeddings", data=f, timeout=120, headers={"Content-Type": "application/json"}
+                ).status_code
 
         sampler = threading.Thread(target=sample)
         sampler.start()
@@ -197,8 +219,10 @@ def test_concurrent_bodies_of_the_maximum_size_keep_nginx_far_below_its_memory_l
         assert statuses == [200] * 8, (statuses, gw.context())
         assert sink.received == [size] * 8, sink.received
         mib = 1024 * 1024
-        print(f"\nnginx memory: idle {idle / mib:.1f} MiB (anonymous {idle_anon / mib:.1f}), peak with 8 x 64 MiB "
-              f"bodies {peak[0] / mib:.1f} MiB (anonymous {peak[1] / mib:.1f}); limit {limit / mib:.0f} MiB")
+        print(
+            f"\nnginx memory: idle {idle / mib:.1f} MiB (anonymous {idle_anon / mib:.1f}), peak with 8 x 64 MiB "
+            f"bodies {peak[0] / mib:.1f} MiB (anonymous {peak[1] / mib:.1f}); limit {limit / mib:.0f} MiB"
+        )
         # Far below the limit: under a quarter of it, whatever the body size (was 268 MiB for 6).
         assert peak[0] < limit / 4, (peak, idle)
     finally:
@@ -208,12 +232,18 @@ def test_concurrent_bodies_of_the_maximum_size_keep_nginx_far_below_its_memory_l
 
 # --- 3, 4. restricted keys learn nothing; the keys file is checked at start -----------------
 
+
 @pytest.fixture(scope="module")
 def auth_gw(gateway_factory):
-    return gateway_factory({"auth": {"enabled": True, "existingSecret": API_KEYS_SECRET},
-                            "cors": {"allowedOrigins": ["https://chat.example.com"]}},
-                           secrets={API_KEYS_SECRET: {"api-keys.json": json.dumps(API_KEYS)}},
-                           name="hardening-auth", headers=bearer("all"))
+    return gateway_factory(
+        {
+            "auth": {"enabled": True, "existingSecret": API_KEYS_SECRET},
+            "cors": {"allowedOrigins": ["https://chat.example.com"]},
+        },
+        secrets={API_KEYS_SECRET: {"api-keys.json": json.dumps(API_KEYS)}},
+        name="hardening-auth",
+        headers=bearer("all"),
+    )
 
 
 def test_a_restricted_key_without_model_is_not_told_the_default_model(auth_gw):
@@ -229,28 +259,52 @@ def test_a_restricted_key_without_model_is_not_told_the_default_model(auth_gw):
 
 
 def test_a_404_suggests_only_a_model_the_key_may_use(auth_gw):
-    err = error(post(auth_gw, "/v1/embeddings", {"model": "ALPHA", "input": "x"}, headers=bearer("all")), 404,
-                auth_gw, code="model_not_found")
+    err = error(
+        post(auth_gw, "/v1/embeddings", {"model": "ALPHA", "input": "x"}, headers=bearer("all")),
+        404,
+        auth_gw,
+        code="model_not_found",
+    )
     assert 'did you mean "alpha"' in err["message"], err
-    err = error(post(auth_gw, "/v1/embeddings", {"model": "ALPHA", "input": "x"}, headers=bearer("beta")), 404,
-                auth_gw, code="model_not_found")
-    assert "alpha\"" not in err["message"].replace('"ALPHA"', ""), err
+    err = error(
+        post(auth_gw, "/v1/embeddings", {"model": "ALPHA", "input": "x"}, headers=bearer("beta")),
+        404,
+        auth_gw,
+        code="model_not_found",
+    )
+    assert 'alpha"' not in err["message"].replace('"ALPHA"', ""), err
 
 
-@pytest.mark.parametrize("entries, named, hidden", [
-    ([{"name": "a", "key": "sk-0123456789abcdef"}, {"name": "b", "key": "sk-0123456789abcdef"}],
-     ["#2 (b)", "#1 (a)", "same key"], "sk-0123456789abcdef"),
-    ([{"name": "a", "key": "sk-0123456789abcdef"}, {"name": "a", "key": "sk-fedcba9876543210"}],
-     ["#2 (a)", "same name"], "sk-fedcba9876543210"),
-    ([{"name": "a", "key": ""}], ["#1 (a)", "at least 16"], None),
-    ([{"name": "a", "key": "sk-0123 456789abcdef"}], ["#1 (a)", "whitespace"], "sk-0123 456789abcdef"),
-    ([{"name": "a", "key": "sk-0123456789abcdef", "models": ["beta"], "defaultModel": "alpha"}],
-     ["#1 (a)", "defaultModel alpha"], "sk-0123456789abcdef"),
-])
+@pytest.mark.parametrize(
+    "entries, named, hidden",
+    [
+        (
+            [{"name": "a", "key": "sk-0123456789abcdef"}, {"name": "b", "key": "sk-0123456789abcdef"}],
+            ["#2 (b)", "#1 (a)", "same key"],
+            "sk-0123456789abcdef",
+        ),
+        (
+            [{"name": "a", "key": "sk-0123456789abcdef"}, {"name": "a", "key": "sk-fedcba9876543210"}],
+            ["#2 (a)", "same name"],
+            "sk-fedcba9876543210",
+        ),
+        ([{"name": "a", "key": ""}], ["#1 (a)", "at least 16"], None),
+        ([{"name": "a", "key": "sk-0123 456789abcdef"}], ["#1 (a)", "whitespace"], "sk-0123 456789abcdef"),
+        (
+            [{"name": "a", "key": "sk-0123456789abcdef", "models": ["beta"], "defaultModel": "alpha"}],
+            ["#1 (a)", "defaultModel alpha"],
+            "sk-0123456789abcdef",
+        ),
+    ],
+)
 def test_a_bad_keys_file_stops_nginx_naming_the_entries_never_the_keys(nginx_bin, entries, named, hidden):
     with pytest.raises(runner.GatewayError) as failed:
-        runner.start({"auth": {"enabled": True, "existingSecret": "keys"}},
-                     secrets={"keys": {"api-keys.json": json.dumps(entries)}}, name="badkeys", ready_timeout=5)
+        runner.start(
+            {"auth": {"enabled": True, "existingSecret": "keys"}},
+            secrets={"keys": {"api-keys.json": json.dumps(entries)}},
+            name="badkeys",
+            ready_timeout=5,
+        )
     message = str(failed.value)
     for part in named:
         assert part in message, message
@@ -260,20 +314,31 @@ def test_a_bad_keys_file_stops_nginx_naming_the_entries_never_the_keys(nginx_bin
 
 # --- 5. the headers clients expect ------------------------------------------------------------
 
+
 def test_every_answer_carries_x_request_id(gateway, backends):
     own = "req-1234.abc"
-    resp = post(gateway, "/v1/chat/completions", {"model": "alpha", "messages": [], "mock": {"echo_headers": True}},
-                headers={"X-Request-Id": own})
+    resp = post(
+        gateway,
+        "/v1/chat/completions",
+        {"model": "alpha", "messages": [], "mock": {"echo_headers": True}},
+        headers={"X-Request-Id": own},
+    )
     assert resp.headers["X-Request-Id"] == own, describe(resp, gateway)
     echoed = {k.lower(): v for k, v in resp.json()["mock_echo"]["headers"].items()}
     assert echoed["x-request-id"] == own, echoed
     generated = post(gateway, "/v1/chat/completions", {"model": "alpha", "messages": []}).headers["X-Request-Id"]
     assert len(generated) == 32 and generated != own
     # Not a sane token: replaced.
-    assert post(gateway, "/v1/embeddings", {"model": "alpha", "input": "x"},
-                headers={"X-Request-Id": "x" * 300}).headers["X-Request-Id"] != "x" * 300
+    assert (
+        post(gateway, "/v1/embeddings", {"model": "alpha", "input": "x"}, headers={"X-Request-Id": "x" * 300}).headers[
+            "X-Request-Id"
+        ]
+        != "x" * 300
+    )
     answers = [
-        get(gateway, "/v1/models"), get(gateway, "/v1/models/alpha"), get(gateway, "/nope"),
+        get(gateway, "/v1/models"),
+        get(gateway, "/v1/models/alpha"),
+        get(gateway, "/nope"),
         post(gateway, "/v1/chat/completions", data=b"{", headers={"Content-Type": "application/json"}),
         post(gateway, "/v1/embeddings", {"model": "delta", "input": "x"}),  # 503, still loading
         post(gateway, "/v1/embeddings", {"model": "nope", "input": "x"}),
@@ -301,27 +366,40 @@ def test_rate_limit_headers_on_answers_for_keys_with_a_limit(auth_gw):
 def test_cors_preflight_is_answered_before_authentication(auth_gw):
     origin = "https://chat.example.com"
     for path in ("/v1/chat/completions", "/v1/models"):
-        resp = requests.options(auth_gw.url + path, timeout=5, headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type"})
+        resp = requests.options(
+            auth_gw.url + path,
+            timeout=5,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
         assert resp.status_code == 204, describe(resp, auth_gw)
         assert resp.headers["Access-Control-Allow-Origin"] == origin
         assert "authorization" in resp.headers["Access-Control-Allow-Headers"].lower()
         assert "Access-Control-Allow-Credentials" not in resp.headers
-    resp = post(auth_gw, "/v1/embeddings", {"model": "alpha", "input": "x"},
-                headers={**bearer("all"), "Origin": origin})
+    resp = post(
+        auth_gw, "/v1/embeddings", {"model": "alpha", "input": "x"}, headers={**bearer("all"), "Origin": origin}
+    )
     assert resp.headers["Access-Control-Allow-Origin"] == origin and resp.headers["Vary"] == "Origin"
     assert "x-request-id" in resp.headers["Access-Control-Expose-Headers"].lower()
     # Not an allowed origin: the preflight says why, and no answer allows it.
-    resp = requests.options(auth_gw.url + "/v1/chat/completions", timeout=5, headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    resp = requests.options(
+        auth_gw.url + "/v1/chat/completions",
+        timeout=5,
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     error(resp, 403, auth_gw, code="cors_origin_not_allowed")
     assert "Access-Control-Allow-Origin" not in resp.headers
 
 
 def test_cors_is_off_by_default(gateway):
-    resp = requests.options(gateway.url + "/v1/chat/completions", timeout=5, headers={
-        "Origin": "https://chat.example.com", "Access-Control-Request-Method": "POST"})
+    resp = requests.options(
+        gateway.url + "/v1/chat/completions",
+        timeout=5,
+        headers={"Origin": "https://chat.example.com", "Access-Control-Request-Method": "POST"},
+    )
     err = error(resp, 403, gateway, code="cors_origin_not_allowed")
     assert "cors.allowedOrigins" in err["message"]
     resp = post(gateway, "/v1/embeddings", {"model": "alpha", "input": "x"}, headers={"Origin": "https://x.example"})
@@ -333,12 +411,14 @@ def test_the_openai_sdk_does_not_send_a_timed_out_generation_again(gateway_facto
 
     backend = MockBackend("--model", "org/Slow", "--served-model-name", "alpha", log_dir=tmp_path).start()
     try:
-        gw = gateway_factory({"routing": {"endpoints": {"alpha": backend.address}}, "timeouts": {"readSeconds": 1}},
-                             name="sdk-timeout")
+        gw = gateway_factory(
+            {"routing": {"endpoints": {"alpha": backend.address}}, "timeouts": {"readSeconds": 1}}, name="sdk-timeout"
+        )
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=2, timeout=30)
         with pytest.raises(openai.InternalServerError) as failed:
-            client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "hi"}],
-                                           extra_body={"mock": {"delay_ms": 3000}})
+            client.chat.completions.create(
+                model="alpha", messages=[{"role": "user", "content": "hi"}], extra_body={"mock": {"delay_ms": 3000}}
+            )
         assert failed.value.status_code == 504
         assert failed.value.response.headers.get("x-should-retry") == "false"
         time.sleep(3)  # the backend finishes the abandoned generation
@@ -354,8 +434,14 @@ def test_the_openai_sdk_streams_and_reads_the_request_id(gateway):
     import openai
 
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
-    chunks = list(client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "hi"}],
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="alpha",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks and chunks[-1].usage is not None, chunks[-3:]
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
@@ -364,31 +450,42 @@ def test_the_openai_sdk_streams_and_reads_the_request_id(gateway):
 
 # --- 6. what else real clients send -----------------------------------------------------------
 
+
 def test_curl_expect_100_continue_and_chunked_uploads_work(gateway):
     body = json.dumps({"model": "alpha", "input": "x" * 5000}).encode()
     resp = raw(gateway, "POST", "/v1/embeddings", body, headers={"Expect": "100-continue"})
     # nginx answers "100 Continue" first, then the model server's answer follows.
     assert resp.status == 100 and b"HTTP/1.1 200 OK" in resp.body, (resp.status, resp.body[:300])
-    chunked = (f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-               f"Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n").encode() + body + b"\r\n0\r\n\r\n"
+    chunked = (
+        (
+            f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n"
+        ).encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
     resp = rawhttp.request("127.0.0.1", gateway.port, "POST", "/v1/embeddings", raw=chunked)
     assert resp.status == 200, (resp.status, resp.body[:300])
 
 
 def test_a_compressed_body_is_refused_by_name(gateway):
     data = gzip.compress(json.dumps({"model": "alpha", "input": "x"}).encode())
-    resp = post(gateway, "/v1/embeddings", data=data,
-                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    resp = post(
+        gateway, "/v1/embeddings", data=data, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
     err = error(resp, 415, gateway, code="unsupported_content_encoding")
     assert "gzip" in err["message"]
 
 
-@pytest.mark.parametrize("data, words", [
-    (b"", "empty"),
-    (b"\xef\xbb\xbf" + json.dumps({"model": "alpha", "input": "x"}).encode(), "byte order mark"),
-    (b"[1, 2]", "JSON object"),
-    (b'{"model": "alpha", "input": "x",}', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"", "empty"),
+        (b"\xef\xbb\xbf" + json.dumps({"model": "alpha", "input": "x"}).encode(), "byte order mark"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"model": "alpha", "input": "x",}', "not valid JSON"),
+    ],
+)
 def test_bodies_that_are_not_a_json_object_say_what_is_wrong(gateway, data, words):
     resp = post(gateway, "/v1/embeddings", data=data, headers={"Content-Type": "application/json"})
     err = error(resp, 400, gateway, code="invalid_json")
@@ -418,3 +515,32 @@ def test_double_slashes_from_a_base_url_with_a_trailing_slash_still_route(gatewa
     resp = raw(gateway, "POST", "//v1//embeddings", json.dumps({"model": "alpha", "input": "x"}).encode())
     assert resp.status == 200, (resp.status, resp.body[:300])
 
+
+# --- what real model servers do -----------------------------------------------------------------
+
+
+def test_llama_server_streams_never_meet_a_connection_it_closed(gateway, backends):
+    """llama-server closes its connection after every stream, though its headers promise keep-alive
+    (the mock does the same as llama-server). Reusing such a connection at once sends the next
+    request into a closed socket: a 502 nginx may not retry (the request was sent). The gateway asks
+    for Connection: close on streams to llama-server routes, so none is reused."""
+    before = backends["beta"].stats()
+    session = requests.Session()
+    for i in range(20):
+        resp = session.post(
+            gateway.url + "/v1/chat/completions",
+            timeout=15,
+            stream=i % 2 == 0,
+            json={
+                "model": "beta",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": i % 2 == 0,
+                "mock": {"chunks": 2, "interval_ms": 1},
+            },
+        )
+        assert resp.status_code == 200, describe(resp, gateway)
+        assert resp.content is not None  # read it all
+    after = backends["beta"].stats()
+    assert after["streams_completed"] - before["streams_completed"] == 10, after
+    # It never had to close a connection the gateway meant to reuse.
+    assert after.get("closed_after_stream", 0) == before.get("closed_after_stream", 0), after

@@ -1,4 +1,5 @@
 """Gateway and model lifecycles: models that come up and go away, bad key files, graceful stop, empty catalog."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,11 @@ def test_graceful_stop_lets_streams_finish(base_values):
     gw = runner.start(runner.deep_merge(base_values, {"nginx": {"workerProcesses": 1}}), name="stop")
     try:
         result = {}
-        thread = threading.Thread(target=lambda: result.setdefault("resp", rawhttp.request(
-            "127.0.0.1", gw.port, "POST", "/v1/chat/completions", paced(n=30, interval=20))))
+        thread = threading.Thread(
+            target=lambda: result.setdefault(
+                "resp", rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/chat/completions", paced(n=30, interval=20))
+            )
+        )
         thread.start()
         time.sleep(0.3)
         gw.proc.send_signal(signal.SIGQUIT)  # what the Deployment's preStop hook sends
@@ -64,8 +68,9 @@ def test_graceful_stop_lets_streams_finish(base_values):
 def test_a_bad_api_keys_file_stops_nginx_at_start(base_values, keys_file):
     values = runner.deep_merge(base_values, {"auth": {"enabled": True, "existingSecret": API_KEYS_SECRET}})
     with pytest.raises(runner.GatewayError) as failed:
-        gw = runner.start(values, secrets={API_KEYS_SECRET: {"api-keys.json": keys_file}}, name="badkeys",
-                          ready_timeout=5)
+        gw = runner.start(
+            values, secrets={API_KEYS_SECRET: {"api-keys.json": keys_file}}, name="badkeys", ready_timeout=5
+        )
         runner.cleanup(gw)  # only reached when it wrongly started
     assert "api-keys.json" in str(failed.value) or "API key" in str(failed.value), failed.value
 

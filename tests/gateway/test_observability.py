@@ -1,4 +1,5 @@
 """The JSON access log and the Prometheus metrics."""
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,9 @@ def test_access_log_is_json_with_the_routing_fields(gateway, backends):
     assert any(str(v) == "alpha" for k, v in text.items() if "model" in k), f"routed model not logged: {entry}"
     assert any(backends["alpha"].address in str(v) for v in entry.values()), f"upstream not logged: {entry}"
     assert any("time" in k for k in text), f"no timing field: {entry}"
-    assert all(not str(line).strip() or "_not_json" not in line for line in gateway.access_log()), \
+    assert all(not str(line).strip() or "_not_json" not in line for line in gateway.access_log()), (
         "an access log line is not JSON"
+    )
 
 
 def test_metrics_count_requests_per_model(gateway, backends):
@@ -42,7 +44,7 @@ def test_metrics_count_requests_per_model(gateway, backends):
         for line in text.splitlines():
             if line.startswith("#") or not line.strip():
                 continue
-            m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+([0-9.eE+-]+)$', line)
+            m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+([0-9.eE+-]+)$", line)
             if m and m.group(1) == "gateway_requests_total" and re.search(rf'model="{model}"', m.group(2)):
                 total += float(m.group(3))
         return total

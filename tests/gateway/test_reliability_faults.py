@@ -3,6 +3,7 @@
 Each test that counts backend events gets its own mock backend (fresh counters) behind its
 own gateway (routing.endpoints points `alpha` at it); docs/reliability.md maps the cases.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import threading
 import time
 
 import pytest
+
 from . import rawhttp
 from .api import describe, error, get, post
 from .backends import MockBackend, free_port
@@ -20,8 +22,12 @@ from .conftest import READ_TIMEOUT_SECONDS, ready_of
 
 
 def chat(model="alpha", n=8, interval=20, stream=True, **mock) -> dict:
-    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}],
-            "mock": dict(chunks=n, interval_ms=interval, **mock)}
+    return {
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock": dict(chunks=n, interval_ms=interval, **mock),
+    }
 
 
 def stream(gw, body, **kw) -> rawhttp.Response:
@@ -41,8 +47,15 @@ def wait_until(pred, timeout: float, step: float = 0.02):
 @pytest.fixture(scope="module")
 def own(tmp_path_factory):
     """A fresh mock backend serving `alpha` (counters only this module touches)."""
-    backend = MockBackend("--model", "org/Alpha-7B", "--served-model-name", "alpha", "org/Alpha-7B", "alpha-latest",
-                          log_dir=tmp_path_factory.mktemp("own-mock"))
+    backend = MockBackend(
+        "--model",
+        "org/Alpha-7B",
+        "--served-model-name",
+        "alpha",
+        "org/Alpha-7B",
+        "alpha-latest",
+        log_dir=tmp_path_factory.mktemp("own-mock"),
+    )
     backend.start()
     yield backend
     backend.stop()
@@ -58,6 +71,7 @@ def requests_to(backend, path="/v1/chat/completions") -> int:
 
 
 # --- backend refuses / hangs / dies -----------------------------------------------------------
+
 
 def access_log_entry(gw, request_id: str) -> dict:
     """The access log line of one request (nginx writes it just after the answer)."""
@@ -94,12 +108,21 @@ class TestBackendDownFromTheStart:
 def dead_while_ready(gateway_factory, tmp_path_factory):
     """A gateway whose `beta` passed its first health check, then died. The checks run once an
     hour here, so only a request can find out."""
-    backend = MockBackend("--model", "/mnt/models/beta.gguf", "--alias", "beta", "--alias", "beta-small",
-                          log_dir=tmp_path_factory.mktemp("dead-while-ready"))
+    backend = MockBackend(
+        "--model",
+        "/mnt/models/beta.gguf",
+        "--alias",
+        "beta",
+        "--alias",
+        "beta-small",
+        log_dir=tmp_path_factory.mktemp("dead-while-ready"),
+    )
     backend.start()
     try:
-        gw = gateway_factory({"routing": {"endpoints": {"beta": backend.address}},
-                              "healthCheck": {"intervalSeconds": 3600}}, name="dead-while-ready")
+        gw = gateway_factory(
+            {"routing": {"endpoints": {"beta": backend.address}}, "healthCheck": {"intervalSeconds": 3600}},
+            name="dead-while-ready",
+        )
         ok, _ = wait_until(lambda: ready_of(models_by_id(gw)[0]["beta"]) is True, 5, 0.05)
         assert ok, models_by_id(gw)
     finally:
@@ -186,6 +209,7 @@ class TestBackendDiesMidStream:
 
 # --- client goes away ----------------------------------------------------------------------------
 
+
 def test_client_disconnect_reaches_the_backend_within_a_second(gw, own):
     before = own.stats()
     resp = stream(gw, chat(n=2000, interval=10), close_after_events=5)
@@ -208,8 +232,10 @@ def test_client_disconnect_while_waiting_for_the_first_byte_reaches_the_backend(
     before = own.stats()
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
         body = json.dumps(chat(delay_ms=20000)).encode()
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         wait_until(lambda: own.stats()["in_flight"] > before["in_flight"], 3)
     seen, waited = wait_until(lambda: own.stats()["disconnects"] > before["disconnects"], 5)
     assert seen and waited < 1.0, (waited, own.stats())
@@ -217,12 +243,14 @@ def test_client_disconnect_while_waiting_for_the_first_byte_reaches_the_backend(
 
 # --- nginx -s reload with streams in flight -------------------------------------------------------
 
+
 def run_streams(gw, n_streams: int, body: dict, results: list) -> list[threading.Thread]:
     def one(i):
         try:
             results[i] = stream(gw, body, timeout=60)
-        except Exception as exc:  # noqa: BLE001 (recorded and asserted on)
+        except Exception as exc:
             results[i] = exc
+
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n_streams)]
     for t in threads:
         t.start()
@@ -239,14 +267,19 @@ STREAMS = 50
 
 def nginx_reload(gw, nginx_bin: str) -> None:
     """`nginx -s reload` against this gateway's pid file (it signals the master with SIGHUP)."""
-    proc = subprocess.run([nginx_bin, "-p", str(gw.root / "tmp") + "/", "-e", "/dev/stderr", "-c", str(gw.conf),
-                           "-s", "reload"], capture_output=True, text=True, timeout=20)
+    proc = subprocess.run(
+        [nginx_bin, "-p", str(gw.root / "tmp") + "/", "-e", "/dev/stderr", "-c", str(gw.conf), "-s", "reload"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert proc.returncode == 0, f"nginx -s reload failed: {proc.stderr}{gw.context()}"
 
 
 def test_reload_with_50_streams_in_flight_truncates_none(gateway_factory, own, nginx_bin):
-    gw = gateway_factory({"routing": {"endpoints": {"alpha": own.address}},
-                          "nginx": {"workerShutdownTimeout": "20s"}}, name="reload50")
+    gw = gateway_factory(
+        {"routing": {"endpoints": {"alpha": own.address}}, "nginx": {"workerShutdownTimeout": "20s"}}, name="reload50"
+    )
     old_workers = nginx_workers(gw)
     before = own.stats()
     deltas, interval = 40, 75  # 3 s per stream, far below worker_shutdown_timeout
@@ -268,8 +301,9 @@ def test_reload_with_50_streams_in_flight_truncates_none(gateway_factory, own, n
             failures.append(f"stream {i}: {r!r}")
         elif not (r.status == 200 and r.complete and len(r.events) == 1 + deltas + 1 + 1 and r.data[-1] == "[DONE]"):
             failures.append(f"stream {i}: status {r.status} complete {r.complete} events {len(r.events)}")
-    assert not failures, f"{len(failures)} of {STREAMS} streams truncated by the reload:\n" + "\n".join(
-        failures[:10]) + gw.context()
+    assert not failures, (
+        f"{len(failures)} of {STREAMS} streams truncated by the reload:\n" + "\n".join(failures[:10]) + gw.context()
+    )
     assert gw.proc.poll() is None, gw.context()
     # The old workers exit once their streams are done.
     gone, _ = wait_until(lambda: not (nginx_workers(gw) & old_workers), 10)
@@ -278,8 +312,10 @@ def test_reload_with_50_streams_in_flight_truncates_none(gateway_factory, own, n
 
 def test_reload_cuts_streams_only_after_worker_shutdown_timeout(gateway_factory, own):
     drain = 2
-    gw = gateway_factory({"routing": {"endpoints": {"alpha": own.address}},
-                          "nginx": {"workerShutdownTimeout": f"{drain}s"}}, name="reload-drain")
+    gw = gateway_factory(
+        {"routing": {"endpoints": {"alpha": own.address}}, "nginx": {"workerShutdownTimeout": f"{drain}s"}},
+        name="reload-drain",
+    )
     results: list = [None] * 5
     threads = run_streams(gw, 5, chat(n=200, interval=50), results)  # 10 s streams
     time.sleep(0.8)
@@ -296,6 +332,7 @@ def test_reload_cuts_streams_only_after_worker_shutdown_timeout(gateway_factory,
 
 
 # --- one backend down: /v1/models stays fast and correct -----------------------------------------
+
 
 @pytest.fixture()
 def blackhole():
@@ -316,8 +353,9 @@ def models_by_id(gw) -> tuple[dict, float]:
 
 
 def test_models_stays_fast_and_correct_with_a_hung_backend(gateway_factory, blackhole):
-    gw = gateway_factory({"routing": {"endpoints": {"gamma": blackhole}}, "healthCheck": {"timeoutSeconds": 1}},
-                         name="hung")
+    gw = gateway_factory(
+        {"routing": {"endpoints": {"gamma": blackhole}}, "healthCheck": {"timeoutSeconds": 1}}, name="hung"
+    )
     times = []
     deadline = time.monotonic() + 3  # spans several health-check rounds that hang on gamma
     while time.monotonic() < deadline:
@@ -359,4 +397,3 @@ def test_a_backend_that_dies_goes_not_ready_and_comes_back(gateway_factory, tmp_
         assert post(gw, "/v1/embeddings", {"model": "beta", "input": "x"}).status_code == 200
     finally:
         backend.stop()
-

@@ -5,6 +5,7 @@ Memory is the summed RSS of the nginx workers, sampled every second; the mean of
 quarter may not exceed the mean of the first quarter (after a warm-up) by more than the
 allowance, and the open file descriptors of the workers must come back to where they were.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,15 @@ def fds(pids: list[int]) -> int:
 
 @pytest.fixture(scope="module")
 def soak_backend(tmp_path_factory):
-    backend = MockBackend("--model", "org/Alpha-7B", "--served-model-name", "alpha", "org/Alpha-7B",
-                          "alpha-latest", log_dir=tmp_path_factory.mktemp("soak-mock"))
+    backend = MockBackend(
+        "--model",
+        "org/Alpha-7B",
+        "--served-model-name",
+        "alpha",
+        "org/Alpha-7B",
+        "alpha-latest",
+        log_dir=tmp_path_factory.mktemp("soak-mock"),
+    )
     backend.start()
     yield backend
     backend.stop()
@@ -73,16 +81,26 @@ def test_soak_concurrent_streams_zero_errors_flat_memory(gateway_factory, soak_b
                     resp = rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/embeddings", body, timeout=20)
                     ok = resp.status == 200 and resp.complete and resp.headers.get("x-gateway-model") == "alpha"
                 else:
-                    body = {"model": "alpha", "stream": True, "messages": [{"role": "user", "content": "hi"}],
-                            "mock": {"chunks": DELTAS, "interval_ms": INTERVAL_MS}}
+                    body = {
+                        "model": "alpha",
+                        "stream": True,
+                        "messages": [{"role": "user", "content": "hi"}],
+                        "mock": {"chunks": DELTAS, "interval_ms": INTERVAL_MS},
+                    }
                     resp = rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/chat/completions", body, timeout=20)
-                    ok = (resp.status == 200 and resp.complete and len(resp.events) == DELTAS + 3
-                          and resp.data[-1] == "[DONE]")
+                    ok = (
+                        resp.status == 200
+                        and resp.complete
+                        and len(resp.events) == DELTAS + 3
+                        and resp.data[-1] == "[DONE]"
+                    )
                 if not ok:
                     with lock:
-                        errors.append(f"client {i} #{n}: {resp.status} complete={resp.complete} "
-                                      f"events={len(resp.events)} {resp.body[:200]!r}")
-            except Exception as exc:  # noqa: BLE001 (every failure is counted)
+                        errors.append(
+                            f"client {i} #{n}: {resp.status} complete={resp.complete} "
+                            f"events={len(resp.events)} {resp.body[:200]!r}"
+                        )
+            except Exception as exc:
                 with lock:
                     errors.append(f"client {i} #{n}: {exc!r}")
             counts[i] += 1
@@ -104,12 +122,13 @@ def test_soak_concurrent_streams_zero_errors_flat_memory(gateway_factory, soak_b
     assert not errors, f"{len(errors)} of {total} requests failed:\n" + "\n".join(errors[:20]) + gw.context()
     assert total >= CLIENTS * SECONDS / 2 * 0.5, f"only {total} requests in {SECONDS:.0f} s: the gateway stalled"
     # Memory: drop the first fifth as warm-up, compare the first and the last quarter of the rest.
-    rest = [kb for _, kb in samples[max(1, len(samples) // 5):]]
+    rest = [kb for _, kb in samples[max(1, len(samples) // 5) :]]
     quarter = max(1, len(rest) // 4)
     first, last = statistics.mean(rest[:quarter]), statistics.mean(rest[-quarter:])
     assert last - first <= ALLOWED_GROWTH_KB, (
         f"nginx worker RSS grew {last - first:.0f} kB ({first:.0f} -> {last:.0f} kB) during the soak; "
-        f"samples (s, kB): {samples}")
+        f"samples (s, kB): {samples}"
+    )
     # File descriptors come back (no leaked upstream or temp-file fds); idle keepalive ones may stay.
     time.sleep(1.0)
     keepalive = 2 * len(pids) * 64  # nginx.upstreamKeepalive per worker and upstream, generously

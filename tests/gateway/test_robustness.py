@@ -1,4 +1,5 @@
 """Requests that trip gateways in the field: odd paths and framing, duplicate keys, reloads mid-stream."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,16 @@ def post_raw(path: str, body: bytes, extra: str = "", content_length: bool = Tru
 ECHO = json.dumps({"model": "beta", "mock": {"echo_headers": True}}).encode()
 
 
-@pytest.mark.parametrize("path", ["/v1//chat/completions", "/v1/../v1/chat/completions",
-                                  "/v1/%2e%2e/v1/chat/completions", "/v1/chat%2Fcompletions",
-                                  "/v1/chat/completions?x=1"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1//chat/completions",
+        "/v1/../v1/chat/completions",
+        "/v1/%2e%2e/v1/chat/completions",
+        "/v1/chat%2Fcompletions",
+        "/v1/chat/completions?x=1",
+    ],
+)
 def test_path_variants_reach_the_backend_normalized_or_are_refused(gateway, backends, path):
     resp = send_raw(gateway, post_raw(path, ECHO))
     assert resp.status in (200, 400, 404), (resp.status, resp.body, gateway.context())
@@ -43,8 +51,9 @@ def test_path_variants_reach_the_backend_normalized_or_are_refused(gateway, back
 def test_chunked_request_body_routes(gateway, backends):
     body = json.dumps({"model": "beta", "input": "x", "mock": {"echo_headers": True}}).encode()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-    resp = send_raw(gateway, post_raw("/v1/embeddings", chunked, "Transfer-Encoding: chunked\r\n",
-                                      content_length=False))
+    resp = send_raw(
+        gateway, post_raw("/v1/embeddings", chunked, "Transfer-Encoding: chunked\r\n", content_length=False)
+    )
     assert resp.status == 200, (resp.status, resp.body, gateway.context())
     assert resp.headers["x-mock-backend"] == backends["beta"].backend_id
     assert resp.json()["mock_echo"]["body_bytes"] == len(body)
@@ -53,9 +62,15 @@ def test_chunked_request_body_routes(gateway, backends):
 def test_content_length_with_transfer_encoding_is_refused_as_json(gateway):
     body = json.dumps({"model": "beta"}).encode()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-    resp = send_raw(gateway, post_raw("/v1/embeddings", chunked,
-                                      f"Transfer-Encoding: chunked\r\nContent-Length: {len(chunked)}\r\n",
-                                      content_length=False))
+    resp = send_raw(
+        gateway,
+        post_raw(
+            "/v1/embeddings",
+            chunked,
+            f"Transfer-Encoding: chunked\r\nContent-Length: {len(chunked)}\r\n",
+            content_length=False,
+        ),
+    )
     assert resp.status == 400, (resp.status, resp.body)
     assert "error" in resp.json(), resp.body
 
@@ -73,9 +88,11 @@ def test_duplicate_model_keys_route_where_the_backend_reads(gateway, backends):
 def test_reload_keeps_in_flight_streams_whole(gateway_factory):
     gw = gateway_factory({"nginx": {"workerProcesses": 1}}, name="reload")
     result = {}
-    thread = threading.Thread(target=lambda: result.setdefault(
-        "resp", rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/chat/completions",
-                                paced(n=40, interval=20))))
+    thread = threading.Thread(
+        target=lambda: result.setdefault(
+            "resp", rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/chat/completions", paced(n=40, interval=20))
+        )
+    )
     thread.start()
     time.sleep(0.3)
     gw.proc.send_signal(signal.SIGHUP)  # what `nginx -s reload` sends

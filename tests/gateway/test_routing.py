@@ -1,4 +1,5 @@
 """Routing on the body's `model`: every endpoint, aliases, the default model, request errors, big bodies."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,7 @@ def test_every_endpoint_routes_by_body_model(gateway, backends, path, model):
     assert resp.headers.get("X-Gateway-Model") == model, describe(resp, gateway)
 
 
-@pytest.mark.parametrize("alias,model", [("org/Alpha-7B", "alpha"), ("alpha-latest", "alpha"),
-                                         ("beta-small", "beta")])
+@pytest.mark.parametrize("alias,model", [("org/Alpha-7B", "alpha"), ("alpha-latest", "alpha"), ("beta-small", "beta")])
 def test_aliases_route_to_their_model(gateway, backends, alias, model):
     resp = post(gateway, "/v1/chat/completions", dict(BODY, model=alias))
     routed_to(resp, backends[model], gateway)
@@ -30,8 +30,12 @@ def test_aliases_route_to_their_model(gateway, backends, alias, model):
 
 
 def test_routing_header_from_the_client_does_not_override_the_body(gateway, backends):
-    resp = post(gateway, "/v1/chat/completions", dict(BODY, model="beta"),
-                headers={"X-Gateway-Model": "alpha", "X-Model": "alpha"})
+    resp = post(
+        gateway,
+        "/v1/chat/completions",
+        dict(BODY, model="beta"),
+        headers={"X-Gateway-Model": "alpha", "X-Model": "alpha"},
+    )
     routed_to(resp, backends["beta"], gateway)
 
 
@@ -69,8 +73,9 @@ class TestDefaultModel:
 class TestRequestErrors:
     @pytest.mark.parametrize("model", ["nope", "omega", "ALPHA"])
     def test_unknown_or_disabled_model_is_404(self, gateway, model):
-        err = error(post(gateway, "/v1/chat/completions", dict(BODY, model=model)), 404, gateway,
-                    code="model_not_found")
+        err = error(
+            post(gateway, "/v1/chat/completions", dict(BODY, model=model)), 404, gateway, code="model_not_found"
+        )
         assert "/v1/models" in err["message"], err
 
     @pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", b'"alpha"', b""])
@@ -85,47 +90,70 @@ class TestRequestErrors:
     def test_wrong_content_type_is_400(self, gateway, ctype):
         headers = {"Content-Type": ctype} if ctype else {}
         raw = json.dumps(dict(BODY, model="alpha")).encode()
-        resp = rawhttp.request("127.0.0.1", gateway.port, "POST", "/v1/chat/completions", raw=(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
-            + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
-            + b"Content-Length: %d\r\n\r\n" % len(raw) + raw))
+        resp = rawhttp.request(
+            "127.0.0.1",
+            gateway.port,
+            "POST",
+            "/v1/chat/completions",
+            raw=(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+                + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+                + b"Content-Length: %d\r\n\r\n" % len(raw)
+                + raw
+            ),
+        )
         assert resp.status == 400, (resp.status, resp.body, gateway.context())
         assert "x-mock-backend" not in resp.headers, "the gateway forwarded it; the backend refused it"
         assert "error" in resp.json(), resp.body
 
     def test_content_type_with_charset_is_fine(self, gateway, backends):
-        resp = post(gateway, "/v1/chat/completions", data=json.dumps(dict(BODY, model="alpha")),
-                    headers={"Content-Type": "application/json; charset=utf-8"})
+        resp = post(
+            gateway,
+            "/v1/chat/completions",
+            data=json.dumps(dict(BODY, model="alpha")),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
         routed_to(resp, backends["alpha"], gateway)
 
 
 class TestBodies:
     def test_5mb_body_spilled_to_a_temp_file_routes_correctly(self, gateway, backends):
         # The model comes last: a router that only sees an in-memory prefix cannot find it.
-        body = {"messages": [{"role": "user", "content": "x" * (5 * 1024 * 1024)}],
-                "mock": {"echo_headers": True}, "model": "beta"}
+        body = {
+            "messages": [{"role": "user", "content": "x" * (5 * 1024 * 1024)}],
+            "mock": {"echo_headers": True},
+            "model": "beta",
+        }
         data = json.dumps(body).encode()
-        resp = post(gateway, "/v1/chat/completions", data=data, headers={"Content-Type": "application/json"},
-                    timeout=30)
+        resp = post(
+            gateway, "/v1/chat/completions", data=data, headers={"Content-Type": "application/json"}, timeout=30
+        )
         routed_to(resp, backends["beta"], gateway)
         assert resp.json()["mock_echo"]["body_bytes"] == len(data)
         # nginx says so at warn level (the chart's default): the body really went through a temp file.
-        assert "client request body is buffered to a temporary file" in gateway.error_log(tail=400), \
+        assert "client request body is buffered to a temporary file" in gateway.error_log(tail=400), (
             f"the 5 MB body was not spilled to a temp file, so this test proved less than it says{gateway.context()}"
+        )
 
     def test_over_the_limit_is_413_json(self, gateway):
         data = b'{"model": "alpha", "prompt": "' + b"x" * (9 * 1024 * 1024) + b'"}'
         try:
-            resp = post(gateway, "/v1/completions", data=data, headers={"Content-Type": "application/json"},
-                        timeout=30)
+            resp = post(gateway, "/v1/completions", data=data, headers={"Content-Type": "application/json"}, timeout=30)
         except requests.ConnectionError as exc:  # nginx may answer before reading it all, then reset
             pytest.fail(f"connection failed instead of a 413 answer: {exc}{gateway.context()}")
         error(resp, 413, gateway)
 
     def test_over_the_limit_announced_by_content_length_is_413_without_sending_it(self, gateway):
-        resp = rawhttp.request("127.0.0.1", gateway.port, "POST", "/v1/completions", raw=(
-            b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n{"))
+        resp = rawhttp.request(
+            "127.0.0.1",
+            gateway.port,
+            "POST",
+            "/v1/completions",
+            raw=(
+                b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n{"
+            ),
+        )
         assert resp.status == 413, (resp.status, resp.body, gateway.context())
         assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
         assert "error" in resp.json()

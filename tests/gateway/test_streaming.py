@@ -1,4 +1,5 @@
 """Streaming through the gateway keeps the backend's pacing: no buffering, no bursts, nothing lost or invented."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,12 @@ def direct(backend, body, **kw) -> rawhttp.Response:
 
 
 def paced(model="alpha", n=DELTAS, interval=INTERVAL_MS, **mock):
-    return {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}],
-            "mock": dict(chunks=n, interval_ms=interval, **mock)}
+    return {
+        "model": model,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock": dict(chunks=n, interval_ms=interval, **mock),
+    }
 
 
 def test_stream_timing_matches_the_backend(gateway, backends):
@@ -41,7 +46,7 @@ def test_stream_timing_matches_the_backend(gateway, backends):
     assert len(resp.events) == len(ref.events) == 1 + DELTAS + 1 + 1, [e for _, e in resp.events]
     assert resp.data[-1] == "[DONE]"
     assert json.loads(resp.data[0])["choices"][0]["delta"]["role"] == "assistant"
-    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in resp.data[1:1 + DELTAS]]
+    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in resp.data[1 : 1 + DELTAS]]
     assert contents == [f"tok{i} " for i in range(DELTAS)]
     # Pacing: deltas arrive one by one, as far apart as the backend sent them.
     gaps, ref_gaps = resp.gaps()[:DELTAS], ref.gaps()[:DELTAS]
@@ -86,8 +91,7 @@ def test_upstream_connections_are_kept_alive(gateway, backends):
     beta = backends["beta"]
     beta.reset()
     for _ in range(12):
-        resp = rawhttp.request("127.0.0.1", gateway.port, "POST", "/v1/embeddings",
-                               {"model": "beta", "input": "x"})
+        resp = rawhttp.request("127.0.0.1", gateway.port, "POST", "/v1/embeddings", {"model": "beta", "input": "x"})
         assert resp.status == 200, (resp.status, resp.body)
     stats = beta.stats()
     # The gateway's own health checks may add a connection or two; without keepalive it would be >= 12.
@@ -95,7 +99,8 @@ def test_upstream_connections_are_kept_alive(gateway, backends):
 
 
 def test_connection_header_is_not_forwarded_as_close(gateway, backends):
-    resp = rawhttp.request("127.0.0.1", gateway.port, "POST", "/v1/chat/completions",
-                           {"model": "alpha", "mock": {"echo_headers": True}})
+    resp = rawhttp.request(
+        "127.0.0.1", gateway.port, "POST", "/v1/chat/completions", {"model": "alpha", "mock": {"echo_headers": True}}
+    )
     echo = json.loads(resp.body)["mock_echo"]
     assert echo["headers"].get("connection", "").lower() != "close", echo

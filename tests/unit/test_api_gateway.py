@@ -1,5 +1,6 @@
 """charts/api-gateway: what the rendered manifests promise (the gateway's behaviour on a real
 nginx is tested in tests/gateway)."""
+
 from __future__ import annotations
 
 import json
@@ -15,17 +16,17 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "api-gateway"
 FILES = CHART / "files"
 LUA_FILES = sorted((FILES / "lua").glob("*.lua"))
 
-QWEN = {"modelName": "qwen", "huggingfaceId": "Qwen/Qwen2.5-1.5B-Instruct",
-        "aliases": ["Qwen/Qwen2.5-1.5B-Instruct"]}
+QWEN = {"modelName": "qwen", "huggingfaceId": "Qwen/Qwen2.5-1.5B-Instruct", "aliases": ["Qwen/Qwen2.5-1.5B-Instruct"]}
 TINY = {"modelName": "tiny", "gguf": "tiny.gguf", "aliases": ["tinyllama"]}
 OFF = {"modelName": "retired", "huggingfaceId": "org/retired", "enabled": False}
 CATALOG = {"models": [OFF, QWEN, TINY]}
-DEBIAN = {"nginx": {
-    "loadModules": ["/usr/lib/nginx/modules/ndk_http_module.so",
-                    "/usr/lib/nginx/modules/ngx_http_lua_module.so"],
-    "luaPackagePath": "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua",
-    "luaPackageCPath": "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so",
-}}
+DEBIAN = {
+    "nginx": {
+        "loadModules": ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"],
+        "luaPackagePath": "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua",
+        "luaPackageCPath": "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so",
+    }
+}
 
 
 def render(values=None, chart=CHART, **kw):
@@ -124,17 +125,24 @@ def test_access_log_and_temp_medium_switches():
     pod = deployment(manifests)["spec"]["template"]["spec"]
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert tmp["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
-    assert "medium" not in next(v for v in deployment(render(CATALOG))["spec"]["template"]["spec"]["volumes"]
-                                if v["name"] == "tmp")["emptyDir"]
+    assert (
+        "medium"
+        not in next(
+            v for v in deployment(render(CATALOG))["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp"
+        )["emptyDir"]
+    )
 
 
 def test_debian_values_load_the_lua_module_at_the_top():
     conf = config_map(render(merged(CATALOG, DEBIAN)))["nginx.conf"]
     lines = [line for line in conf.splitlines() if line and not line.startswith("#")]
-    assert lines[:2] == ["load_module /usr/lib/nginx/modules/ndk_http_module.so;",
-                         "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"]
-    assert ('lua_package_path "/etc/nginx/gateway/lua/?.lua;/usr/share/lua/5.1/?.lua;'
-            '/usr/share/lua/5.1/?/init.lua;;";') in conf
+    assert lines[:2] == [
+        "load_module /usr/lib/nginx/modules/ndk_http_module.so;",
+        "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;",
+    ]
+    assert (
+        'lua_package_path "/etc/nginx/gateway/lua/?.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;";'
+    ) in conf
     assert 'lua_package_cpath "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";' in conf
     assert "load_module" not in config_map(render(CATALOG))["nginx.conf"]
     assert "lua_package_cpath" not in config_map(render(CATALOG))["nginx.conf"]
@@ -142,18 +150,26 @@ def test_debian_values_load_the_lua_module_at_the_top():
 
 def test_streaming_settings_and_no_retries_after_send():
     conf = config_map(render(CATALOG))["nginx.conf"]
-    for directive in ("proxy_http_version 1.1;", 'proxy_set_header Connection "";', "proxy_buffering off;",
-                      "proxy_cache off;", "gzip off;", "proxy_next_upstream error timeout;",
-                      "proxy_next_upstream_tries 3;",
-                      "add_header X-Accel-Buffering $gateway_accel_buffering always;",
-                      "add_header X-Gateway-Model $gateway_model always;",
-                      "proxy_set_header X-Gateway-Model $gateway_model;",
-                      "proxy_hide_header X-Gateway-Model;"):
+    for directive in (
+        "proxy_http_version 1.1;",
+        "proxy_set_header Connection $gateway_upstream_connection;",
+        "proxy_buffering off;",
+        "proxy_cache off;",
+        "gzip off;",
+        "proxy_next_upstream error timeout;",
+        "proxy_next_upstream_tries 3;",
+        "add_header X-Accel-Buffering $gateway_accel_buffering always;",
+        "add_header X-Gateway-Model $gateway_model always;",
+        "proxy_set_header X-Gateway-Model $gateway_model;",
+        "proxy_hide_header X-Gateway-Model;",
+    ):
         assert directive in conf, directive
     # Never non_idempotent: nginx resends no POST it has sent (a generation would run twice).
     assert "non_idempotent" not in conf
-    assert "proxy_next_upstream_tries 5;" in config_map(render(merged(CATALOG, {"balancing": {"maxTries": 5}})))[
-        "nginx.conf"]
+    assert (
+        "proxy_next_upstream_tries 5;"
+        in config_map(render(merged(CATALOG, {"balancing": {"maxTries": 5}})))["nginx.conf"]
+    )
 
 
 def test_every_lua_phase_is_a_two_line_shim():
@@ -163,7 +179,7 @@ def test_every_lua_phase_is_a_two_line_shim():
     for block in blocks:
         body = [line.strip() for line in block.split("}")[0].strip().splitlines()]
         assert len(body) == 2, body
-        assert body[0].startswith("local ") and "= require \"gateway_" in body[0], body
+        assert body[0].startswith("local ") and '= require "gateway_' in body[0], body
     assert "_by_lua_file" not in conf
 
 
@@ -182,6 +198,8 @@ def test_routes_cover_both_kinds_with_aliases_and_leave_disabled_models_out():
     assert by_name["qwen"]["host"] == "vllm-qwen.llm.svc.cluster.local"
     assert by_name["qwen"]["healthPath"] == "/health"
     assert by_name["qwen"]["balancing"]["policy"] == "least-request"
+    # llama-server closes after every stream: its streams ask for Connection: close.
+    assert by_name["tiny"]["closeAfterStream"] is True and by_name["qwen"]["closeAfterStream"] is False
 
 
 def test_one_upstream_whose_peer_lua_picks_with_keepalive_per_pod():
@@ -203,32 +221,44 @@ def test_model_namespace_and_cluster_domain_reach_the_names():
 
 
 def test_endpoints_override_discovery_with_one_or_more_servers():
-    values = merged(CATALOG, {"routing": {"endpoints": {"tiny": "127.0.0.1:9001",
-                                                        "qwen": ["10.1.0.1:8000", "vllm.example.com:8000"]}}})
+    values = merged(
+        CATALOG,
+        {"routing": {"endpoints": {"tiny": "127.0.0.1:9001", "qwen": ["10.1.0.1:8000", "vllm.example.com:8000"]}}},
+    )
     by_name = {r["name"]: r for r in routes(render(values))["routes"]}
     assert by_name["tiny"]["discovery"] == {"servers": [{"host": "127.0.0.1", "port": 9001}]}
     assert by_name["tiny"]["host"] == "127.0.0.1"
-    assert by_name["qwen"]["discovery"] == {"servers": [{"host": "10.1.0.1", "port": 8000},
-                                                        {"host": "vllm.example.com", "port": 8000}]}
+    assert by_name["qwen"]["discovery"] == {
+        "servers": [{"host": "10.1.0.1", "port": 8000}, {"host": "vllm.example.com", "port": 8000}]
+    }
 
 
 def test_an_entry_overrides_the_balancing_key_by_key_and_its_health_path_reaches_the_route():
     catalog = {"models": [dict(QWEN, healthPath="/ping", balancing={"policy": "prefix", "prefixLength": 512}), TINY]}
     values = merged(catalog, {"balancing": {"policy": "round-robin", "loadFactor": 2}})
     by_name = {r["name"]: r for r in routes(render(values))["routes"]}
-    assert by_name["qwen"]["balancing"] == {"policy": "prefix", "prefixLength": 512, "loadFactor": 2,
-                                            "sessionHeader": "X-Session-Id", "sessionField": "user", "maxTries": 3}
+    assert by_name["qwen"]["balancing"] == {
+        "policy": "prefix",
+        "prefixLength": 512,
+        "loadFactor": 2,
+        "sessionHeader": "X-Session-Id",
+        "sessionField": "user",
+        "maxTries": 3,
+    }
     assert by_name["qwen"]["healthPath"] == "/ping"
     assert by_name["tiny"]["balancing"]["policy"] == "round-robin"
     assert by_name["tiny"]["healthPath"] == "/health"
 
 
-@pytest.mark.parametrize("setting, expected", [
-    ("", "qwen"),  # the first enabled model (the disabled one before it does not count)
-    ("tinyllama", "tiny"),  # an alias resolves to its model
-    ("tiny", "tiny"),
-    ("none", ""),
-])
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ("", "qwen"),  # the first enabled model (the disabled one before it does not count)
+        ("tinyllama", "tiny"),  # an alias resolves to its model
+        ("tiny", "tiny"),
+        ("none", ""),
+    ],
+)
 def test_default_model(setting, expected):
     table = routes(render(merged(CATALOG, {"routing": {"defaultModel": setting}})))
     assert table["defaultModel"] == expected
@@ -240,14 +270,25 @@ def test_empty_catalog_renders_a_gateway_without_routes():
 
 
 def test_gateway_settings_file():
-    values = merged(CATALOG, {"body": {"maxSize": "16m"},
-                              "healthCheck": {"intervalSeconds": 7, "retryAfterSeconds": 9},
-                              "routing": {"discovery": {"intervalSeconds": 3, "servers": ["10.96.0.10"]}},
-                              "metrics": {"port": 9999}, "auth": {"enabled": True, "existingSecret": "keys"}})
+    values = merged(
+        CATALOG,
+        {
+            "body": {"maxSize": "16m"},
+            "healthCheck": {"intervalSeconds": 7, "retryAfterSeconds": 9},
+            "routing": {"discovery": {"intervalSeconds": 3, "servers": ["10.96.0.10"]}},
+            "metrics": {"port": 9999},
+            "auth": {"enabled": True, "existingSecret": "keys"},
+        },
+    )
     settings = json.loads(config_map(render(values))["gateway.json"])
     assert settings["body"]["maxSize"] == "16m"
-    assert settings["healthCheck"] == {"enabled": True, "intervalSeconds": 7, "timeoutSeconds": 2,
-                                       "failTimeoutSeconds": 10, "retryAfterSeconds": 9}
+    assert settings["healthCheck"] == {
+        "enabled": True,
+        "intervalSeconds": 7,
+        "timeoutSeconds": 2,
+        "failTimeoutSeconds": 10,
+        "retryAfterSeconds": 9,
+    }
     assert settings["discovery"] == {"intervalSeconds": 3, "timeoutMs": 2000, "servers": ["10.96.0.10"]}
     # 0 (the default): the gateway uses intervalSeconds as the Retry-After of a 503.
     assert json.loads(config_map(render(CATALOG))["gateway.json"])["healthCheck"]["retryAfterSeconds"] == 0
@@ -312,11 +353,20 @@ def test_pod_is_hardened_by_default():
 
 
 def test_container_runs_the_configured_nginx_in_the_foreground():
-    container = deployment(render(merged(CATALOG, {"nginx": {"binary": "/usr/sbin/nginx"}})))[
-        "spec"]["template"]["spec"]["containers"][0]
+    container = deployment(render(merged(CATALOG, {"nginx": {"binary": "/usr/sbin/nginx"}})))["spec"]["template"][
+        "spec"
+    ]["containers"][0]
     assert container["command"] == ["/usr/sbin/nginx"]
-    assert container["args"] == ["-p", "/tmp/nginx/", "-e", "/dev/stderr", "-c", "/etc/nginx/gateway/nginx.conf",
-                                 "-g", "daemon off;"]
+    assert container["args"] == [
+        "-p",
+        "/tmp/nginx/",
+        "-e",
+        "/dev/stderr",
+        "-c",
+        "/etc/nginx/gateway/nginx.conf",
+        "-g",
+        "daemon off;",
+    ]
     assert container["image"] == "openresty/openresty:1.27.1.2-0-bookworm"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "metrics": 9145}
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -329,8 +379,10 @@ def test_service_name_and_port_come_from_global_gateway():
     service = get(render(values), "Service", "llm-api")
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
     assert ports == {"http": (8000, "http"), "metrics": (9145, "metrics")}
-    assert service["spec"]["selector"] == {"app.kubernetes.io/name": "api-gateway",
-                                           "app.kubernetes.io/instance": "test"}
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "api-gateway",
+        "app.kubernetes.io/instance": "test",
+    }
 
 
 # --- API keys -------------------------------------------------------------------------------
@@ -370,8 +422,11 @@ def test_hpa_and_pdb_use_current_apis_by_default():
 
 def test_hpa_and_pdb_fall_back_on_kubernetes_1_20():
     # What a 1.20 API server advertises: only the beta versions of both.
-    manifests = render(AUTOSCALE, kube_version="v1.20.0", api_versions=[
-        "autoscaling/v2beta2/HorizontalPodAutoscaler", "policy/v1beta1/PodDisruptionBudget"])
+    manifests = render(
+        AUTOSCALE,
+        kube_version="v1.20.0",
+        api_versions=["autoscaling/v2beta2/HorizontalPodAutoscaler", "policy/v1beta1/PodDisruptionBudget"],
+    )
     hpa = get(manifests, "HorizontalPodAutoscaler", "test-api-gateway")
     assert hpa["apiVersion"] == "autoscaling/v2beta2"
     assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
@@ -379,9 +434,16 @@ def test_hpa_and_pdb_fall_back_on_kubernetes_1_20():
 
 
 def test_hpa_and_pdb_prefer_v1_and_v2_when_a_cluster_serves_both():
-    manifests = render(AUTOSCALE, kube_version="v1.23.0", api_versions=[
-        "autoscaling/v2beta2/HorizontalPodAutoscaler", "autoscaling/v2/HorizontalPodAutoscaler",
-        "policy/v1beta1/PodDisruptionBudget", "policy/v1/PodDisruptionBudget"])
+    manifests = render(
+        AUTOSCALE,
+        kube_version="v1.23.0",
+        api_versions=[
+            "autoscaling/v2beta2/HorizontalPodAutoscaler",
+            "autoscaling/v2/HorizontalPodAutoscaler",
+            "policy/v1beta1/PodDisruptionBudget",
+            "policy/v1/PodDisruptionBudget",
+        ],
+    )
     assert get(manifests, "HorizontalPodAutoscaler", "test-api-gateway")["apiVersion"] == "autoscaling/v2"
     assert get(manifests, "PodDisruptionBudget", "test-api-gateway")["apiVersion"] == "policy/v1"
 
@@ -403,8 +465,10 @@ def test_no_network_policy_by_default():
 def test_network_policies_let_only_the_gateway_reach_the_models():
     manifests = render(merged(CATALOG, {"networkPolicy": {"enabled": True}}), namespace="llm")
     gateway = get(manifests, "NetworkPolicy", "test-api-gateway")
-    assert gateway["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "api-gateway",
-                                                              "app.kubernetes.io/instance": "test"}
+    assert gateway["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "api-gateway",
+        "app.kubernetes.io/instance": "test",
+    }
     api, metrics = gateway["spec"]["ingress"]
     assert api["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert api["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "openwebui"}}}]
@@ -414,17 +478,34 @@ def test_network_policies_let_only_the_gateway_reach_the_models():
     assert models["metadata"]["namespace"] == "llm"
     selector = models["spec"]["podSelector"]
     assert selector["matchLabels"] == {"app.kubernetes.io/part-of": "llm-stack"}
-    assert selector["matchExpressions"] == [{"key": "app.kubernetes.io/name", "operator": "In",
-                                             "values": ["vllm-models", "ramalama-models"]}]
+    assert selector["matchExpressions"] == [
+        {"key": "app.kubernetes.io/name", "operator": "In", "values": ["vllm-models", "ramalama-models"]}
+    ]
     assert models["spec"]["policyTypes"] == ["Ingress"]
-    assert models["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "api-gateway", "app.kubernetes.io/instance": "test"}}}]}]
+    assert models["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "podSelector": {
+                        "matchLabels": {"app.kubernetes.io/name": "api-gateway", "app.kubernetes.io/instance": "test"}
+                    }
+                }
+            ]
+        }
+    ]
 
 
 def test_models_in_another_namespace_admit_the_gateway_namespace():
-    values = merged(CATALOG, {"global": {"modelNamespace": "models"},
-                              "networkPolicy": {"enabled": True, "models": {"extraFrom": [
-                                  {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]}}})
+    values = merged(
+        CATALOG,
+        {
+            "global": {"modelNamespace": "models"},
+            "networkPolicy": {
+                "enabled": True,
+                "models": {"extraFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+            },
+        },
+    )
     models = get(render(values, namespace="gw"), "NetworkPolicy", "test-api-gateway-models")
     assert models["metadata"]["namespace"] == "models"
     peers = models["spec"]["ingress"][0]["from"]
@@ -451,12 +532,15 @@ def test_service_monitor_scrapes_the_metrics_port():
 # --- values the chart refuses ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"routing": {"defaultModel": "nope"}}, 'routing.defaultModel ("nope")'),
-    ({"routing": {"defaultModel": "retired"}}, 'routing.defaultModel ("retired")'),
-    ({"auth": {"enabled": True}}, "auth.existingSecret"),
-    ({"routing": {"endpoints": {"retired": "10.0.0.1:80"}}}, "routing.endpoints.retired"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"routing": {"defaultModel": "nope"}}, 'routing.defaultModel ("nope")'),
+        ({"routing": {"defaultModel": "retired"}}, 'routing.defaultModel ("retired")'),
+        ({"auth": {"enabled": True}}, "auth.existingSecret"),
+        ({"routing": {"endpoints": {"retired": "10.0.0.1:80"}}}, "routing.endpoints.retired"),
+    ],
+)
 def test_bad_values_name_the_value(values, message):
     with pytest.raises(HelmError) as err:
         render(merged(CATALOG, values))

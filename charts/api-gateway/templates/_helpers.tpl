@@ -52,8 +52,10 @@ and the balancing settings (the entry's `balancing` over the chart's, key by key
 {{- $_ := set $balancing $k $v }}
 {{- end }}
 {{- end }}
+{{- /* llama-server closes its connection after a stream while promising keep-alive: its streams
+ask for Connection: close, so nginx never reuses a connection the server is closing. */}}
 {{- $route := dict "name" $r.name "aliases" $r.aliases "kind" $r.kind "balancing" $balancing
-    "healthPath" ($r.healthPath | default $.Values.healthCheck.path) }}
+    "healthPath" ($r.healthPath | default $.Values.healthCheck.path) "closeAfterStream" (eq $r.kind "ramalama") }}
 {{- $static := get $.Values.routing.endpoints $r.name }}
 {{- if $static }}
 {{- $servers := list }}

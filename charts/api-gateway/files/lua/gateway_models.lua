@@ -38,7 +38,8 @@ function _M.entry(route)
         ',"owned_by":"llm-stack","aliases":', json_list(route.aliases or {}),
         ',"ready":', state == "unknown" and "null" or tostring(state == "ready"),
         ',"status":', encode(state),
-        ',"replicas":{"ready":', ready, ',"total":', total, "}}",
+        -- The two closing braces are written apart: together they read as template markup.
+        ',"replicas":{"ready":', ready, ',"total":', total, "}", "}",
     })
 end
 

@@ -258,6 +258,9 @@ function _M.access()
     ctx.route, ctx.endpoint, ctx.request, ctx.candidates = route, ep, request, candidates
     balancer.acquire(route, ep)
     var.gateway_upstream_host = route.host
+    if route.closeAfterStream and fields.stream then
+        var.gateway_upstream_connection = "close"
+    end
     metrics.decision(route, decision)
 end
 

@@ -45,6 +45,7 @@ def test_routes_name_both_services_and_only_the_entrys_own_health_path():
             "podsService": "vllm-a-pods",
             "namespace": "ns",
             "port": 8080,
+            "adapters": [],
             "healthPath": "/ready",
         },
         {
@@ -55,8 +56,111 @@ def test_routes_name_both_services_and_only_the_entrys_own_health_path():
             "podsService": "ramalama-b-pods",
             "namespace": "ns",
             "port": 8080,
+            "adapters": [],
         },
     ]
+
+
+# The contract with the api-gateway: each route's adapters, as {name, source} (source is what
+# /v1/models shows as the adapter's `root`: the Hugging Face id, or the path the engine loads).
+def test_routes_list_each_models_adapters_with_name_and_source():
+    models = [
+        {
+            "modelName": "base",
+            "huggingfaceId": "org/base",
+            "adapters": [
+                {"name": "sql", "huggingfaceId": "org/sql-lora"},
+                {"name": "org/chat-lora", "path": "adapters/chat/"},
+                {"name": "local", "hostPath": "/srv/adapters/local"},
+            ],
+        },
+        {
+            "modelName": "g",
+            "gguf": "g.gguf",
+            "adapters": [{"name": "g-lora", "path": "loras/g.gguf"}, {"name": "h", "hostPath": "/srv/h.gguf"}],
+        },
+    ]
+    routes = {r["name"]: r for r in call_yaml("model-catalog.routes", {"models": models, "namespace": "ns"})["routes"]}
+    assert routes["base"]["adapters"] == [
+        {"name": "sql", "source": "org/sql-lora"},
+        {"name": "org/chat-lora", "source": "/data/adapters/chat"},
+        {"name": "local", "source": "/mnt/adapters/2"},
+    ]
+    assert routes["g"]["adapters"] == [
+        {"name": "g-lora", "source": "/mnt/models/loras/g.gguf"},
+        {"name": "h", "source": "/mnt/adapters/1/h.gguf"},
+    ]
+
+
+def test_adapters_on_the_node_get_a_read_only_mount_of_their_own():
+    got = call_yaml("model-catalog.adapters", {"modelName": "m", "adapters": [{"name": "a", "hostPath": "/srv/a/"}]})
+    assert got == {
+        "adapters": [
+            {
+                "name": "a",
+                "source": "/mnt/adapters/0",
+                "mountPath": "/mnt/adapters/0",
+                "hostPath": "/srv/a",
+                "volume": "adapter-0",
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        (
+            [{"modelName": "base", "aliases": ["sql"], "adapters": [{"name": "sql", "huggingfaceId": "org/sql"}]}],
+            'models[0] (base): "sql" is the name of the LoRA adapter models[0].adapters[0] (sql, an adapter of base); '
+            'an adapter is served and routed under its own name, listed in its model\'s `adapters`: remove "sql" from aliases',
+        ),
+        (
+            [
+                {"modelName": "other", "huggingfaceId": "org/o"},
+                {"modelName": "base", "adapters": [{"name": "other", "huggingfaceId": "org/sql"}]},
+            ],
+            'models[0] (other): "other" is the name of the LoRA adapter models[1].adapters[0] (other, an adapter of base)',
+        ),
+        (
+            [
+                {"modelName": "a", "adapters": [{"name": "x", "huggingfaceId": "org/x"}]},
+                {"modelName": "b", "adapters": [{"name": "x", "huggingfaceId": "org/y"}]},
+            ],
+            'models[1].adapters[0] (x, an adapter of b): the adapter name "x" is already used by models[0].adapters[0]',
+        ),
+        (
+            [{"modelName": "a", "adapters": [{"name": "x", "path": "/data/x"}]}],
+            'models[0].adapters[0] (x, an adapter of a): path "/data/x" must be relative to the cache PVC',
+        ),
+        (
+            [{"modelName": "a", "adapters": [{"name": "x", "path": "../x"}]}],
+            'path "../x" must stay inside the cache PVC',
+        ),
+        (
+            [{"modelName": "g", "gguf": "g.gguf", "adapters": [{"name": "x", "huggingfaceId": "org/x"}]}],
+            "llama-server loads LoRA adapters from GGUF files only and downloads none",
+        ),
+        (
+            [{"modelName": "g", "gguf": "g.gguf", "adapters": [{"name": "x", "hostPath": "/srv/x"}]}],
+            'hostPath "/srv/x" must name a .gguf file',
+        ),
+        (
+            [{"modelName": "a", "adapters": [{"name": "x", "huggingfaceId": "org/x", "path": "x"}]}],
+            "set exactly one source",
+        ),
+    ],
+)
+def test_catalog_refuses_adapter_names_and_sources_that_cannot_work(models, message):
+    assert message in call("model-catalog.validate", models)
+
+
+def test_disabled_entries_adapters_clash_with_nothing():
+    models = [
+        {"modelName": "a", "aliases": ["x"]},
+        {"modelName": "b", "enabled": False, "adapters": [{"name": "x", "huggingfaceId": "org/x"}]},
+    ]
+    assert call("model-catalog.validate", models).strip() == ""
 
 
 def test_pods_service_name_is_cut_to_63_characters():

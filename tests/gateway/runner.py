@@ -214,6 +214,7 @@ def _start(nginx: str, root: Path, values: dict, secrets, name: str, ready_timeo
                 "configDir": str(root / "config"),
                 "tempDir": str(root / "tmp"),
                 "secretsDir": str(root / "secrets"),
+                "redisSecretDir": str(root / "redis-secret"),
             },
         },
         values,

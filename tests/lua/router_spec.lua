@@ -30,6 +30,8 @@ local function setup(opts, settings)
     config.auth_enabled = false
     config.by_lower = { a = config.by_name.a, ["org/a"] = config.by_name.a, b = config.by_name.b }
     config.cors = {}
+    config.budget = { failMode = "open", prefix = "" }
+    config.usage_enabled = true
     config.health = { enabled = true, intervalSeconds = 5 }
     config.loaded = true
     for k, v in pairs(settings or {}) do

@@ -551,3 +551,37 @@ def test_all_problems_are_reported_at_once():
     with pytest.raises(HelmError) as err:
         render(merged(CATALOG, {"routing": {"defaultModel": "nope"}, "auth": {"enabled": True}}))
     assert "routing.defaultModel" in err.value.stderr and "auth.existingSecret" in err.value.stderr
+
+
+def test_budgets_in_redis_mount_its_password_from_a_secret_and_never_write_it():
+    values = merged(
+        CATALOG,
+        {
+            "budgets": {
+                "redis": {"address": "redis.llm.svc:6379", "passwordSecret": {"name": "redis-auth"}},
+                "failMode": "closed",
+            }
+        },
+    )
+    manifests = render(values)
+    settings = json.loads(config_map(manifests)["gateway.json"])
+    assert settings["budgets"] == {
+        "failMode": "closed",
+        "keyPrefix": "llm-gateway:",
+        "redis": {
+            "host": "redis.llm.svc",
+            "port": 6379,
+            "database": 0,
+            "timeoutMs": 250,
+            "passwordFile": "/etc/nginx/gateway-redis/password",
+        },
+    }
+    pod = deployment(manifests)["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "redis-password")
+    assert volume["secret"] == {"secretName": "redis-auth", "items": [{"key": "password", "path": "password"}]}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "redis-password")
+    assert mount == {"name": "redis-password", "mountPath": "/etc/nginx/gateway-redis", "readOnly": True}
+    # Without Redis: counted in the pod, nothing mounted.
+    plain = render(CATALOG)
+    assert "redis" not in json.loads(config_map(plain)["gateway.json"])["budgets"]
+    assert all(v["name"] != "redis-password" for v in deployment(plain)["spec"]["template"]["spec"]["volumes"])

@@ -73,6 +73,20 @@ ask for Connection: close, so nginx never reuses a connection the server is clos
 {{- toYaml (dict "routes" $routes) }}
 {{- end }}
 
+{{/* Budget settings for gateway.json: Redis host, port, database and the password file, when set. */}}
+{{- define "api-gateway.budgets" -}}
+{{- $b := .Values.budgets }}
+{{- $out := dict "failMode" $b.failMode "keyPrefix" $b.redis.keyPrefix }}
+{{- with $b.redis.address }}
+{{- $redis := dict "host" (regexReplaceAll ":[0-9]+$" . "") "port" (regexReplaceAll "^.*:" . "" | int) "database" (int $b.redis.database) "timeoutMs" (int $b.redis.timeoutMs) }}
+{{- if $b.redis.passwordSecret.name }}
+{{- $_ := set $redis "passwordFile" (printf "%s/%s" $.Values.paths.redisSecretDir $b.redis.passwordSecret.key) }}
+{{- end }}
+{{- $_ := set $out "redis" $redis }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
 {{/* nginx location regex of the routed endpoints (model-catalog.gatewayEndpoints).
 \z, not $: PCRE's $ also matches before a final newline (/v1/chat/completions%0A). */}}
 {{- define "api-gateway.locationRegex" -}}
@@ -105,6 +119,8 @@ ask for Connection: close, so nginx never reuses a connection the server is clos
     "body" (dict "maxSize" .Values.body.maxSize)
     "endpoints" (include "model-catalog.gatewayEndpoints" . | fromYamlArray)
     "cors" .Values.cors
+    "usage" (dict "enabled" .Values.usage.enabled)
+    "budgets" (include "api-gateway.budgets" . | fromYaml)
     "discovery" (dict "intervalSeconds" .Values.routing.discovery.intervalSeconds
                       "timeoutMs" (mul .Values.routing.discovery.timeoutSeconds 1000)
                       "servers" .Values.routing.discovery.servers)

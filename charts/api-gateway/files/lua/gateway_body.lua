@@ -40,6 +40,8 @@ _M.MAX_MODEL_LENGTH = 256
 _M.MAX_SESSION_LENGTH = 1024
 _M.WINDOW = 65536
 local MAX_DEPTH = 128
+-- The request's cap on generated tokens, by API (chat, completions; chat's newer name; Responses).
+local MAX_TOKENS = { max_tokens = true, max_completion_tokens = true, max_output_tokens = true }
 local O_RDONLY, SEEK_END = 0, 2
 
 local B_QUOTE, B_BACKSLASH = 34, 92
@@ -422,7 +424,7 @@ function _M.prefix(src, fields, limit)
 end
 
 -- Scans a JSON object body. Returns a table with: model (string or nil),
--- stream (true/false/nil), sessions (field -> value, for the fields named in
+-- stream (true/false/nil), max_tokens (number or nil), sessions (field -> value, for the fields named in
 -- the set `session_fields` that hold a short string) and the spans of
 -- messages/prompt/input for prefix(); or nil,
 -- err when the body is not a JSON object or "model" is repeated, not a
@@ -507,6 +509,8 @@ function _M.scan(src, session_fields)
                     out[key] = { start = start, stop = i }
                 elseif key == "stream" and (c == 116 or c == 102) then
                     out.stream = c == 116
+                elseif MAX_TOKENS[key] and i - start <= 10 then
+                    out.max_tokens = tonumber(text(src, start, i))
                 elseif session_fields and session_fields[key] and c == B_QUOTE
                     and i - start - 2 <= _M.MAX_SESSION_LENGTH then
                     local value = string_value(src, start, i)

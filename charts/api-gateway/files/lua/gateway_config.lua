@@ -137,9 +137,12 @@ function _M.load_keys(entries, by_name, digest)
             return nil, where .. " has the same key as " .. digests[d] .. "; give each entry its own key"
         end
         digests[d] = where
-        local rpm = entry.requestsPerMinute
+        local rpm, tpm = entry.requestsPerMinute, entry.tokensPerMinute
         if rpm ~= nil and (type(rpm) ~= "number" or rpm < 0) then
             return nil, where .. ": requestsPerMinute must be a number >= 0"
+        end
+        if tpm ~= nil and (type(tpm) ~= "number" or tpm < 0) then
+            return nil, where .. ": tokensPerMinute must be a number >= 0"
         end
         local models = entry.models or { "*" }
         if type(models) ~= "table" then
@@ -166,7 +169,8 @@ function _M.load_keys(entries, by_name, digest)
             end
         end
         keys[i] = { name = entry.name, digest = d, all = all, models = allowed, default_route = default_route,
-                    requests_per_minute = (rpm and rpm > 0) and rpm or nil }
+                    requests_per_minute = (rpm and rpm > 0) and rpm or nil,
+                    tokens_per_minute = (tpm and tpm > 0) and tpm or nil }
     end
     return keys
 end
@@ -216,6 +220,24 @@ function _M.init(config_dir)
     for name, route in pairs(by_name) do
         by_lower[lower(name)] = by_lower[lower(name)] or route
     end
+
+    -- Budgets: in Redis when an address is set (its password from the mounted Secret).
+    local budgets = settings.budgets or {}
+    local redis
+    if type(budgets.redis) == "table" and budgets.redis.host then
+        redis = { host = budgets.redis.host, port = budgets.redis.port, database = budgets.redis.database,
+                  timeoutMs = budgets.redis.timeoutMs, pool = "gateway-budget" }
+        if budgets.redis.passwordFile then
+            local file = io_open(budgets.redis.passwordFile, "rb")
+            if not file then
+                error("api-gateway: budgets.redis.passwordSecret: cannot read " .. budgets.redis.passwordFile, 0)
+            end
+            redis.password = match(file:read("*a"), "^%s*(.-)%s*$")
+            file:close()
+        end
+    end
+    _M.budget = { redis = redis, failMode = budgets.failMode or "open", prefix = budgets.keyPrefix or "" }
+    _M.usage_enabled = not (settings.usage and settings.usage.enabled == false)
 
     _M.settings = settings
     _M.routes = routes

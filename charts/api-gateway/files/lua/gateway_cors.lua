@@ -13,7 +13,8 @@ local concat = table.concat
 local _M = {
     -- What a browser app may read from an answer.
     EXPOSE = "X-Request-Id, X-Gateway-Model, Retry-After, x-ratelimit-limit-requests, "
-        .. "x-ratelimit-remaining-requests, x-ratelimit-reset-requests",
+        .. "x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, "
+        .. "x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens",
 }
 
 -- The Origin to echo, or nil when CORS is off or the origin is not allowed.

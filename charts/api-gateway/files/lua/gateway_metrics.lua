@@ -24,8 +24,10 @@ local _M = { DICT = "gateway_metrics", GONE_SECONDS = 300 }
 
 local SEP = "\1"
 _M.BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600 }
-local BUCKETS = _M.BUCKETS
-local NBUCKETS = #BUCKETS
+-- The OpenTelemetry GenAI semantic conventions' advice for these histograms.
+local TOKEN_BUCKETS = { 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304 }
+local TTFT_BUCKETS = { 0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10 }
+local TPOT_BUCKETS = { 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5 }
 
 -- Counters: dict key kind -> name, help, label names (the key holds the values in this order).
 local COUNTERS = {
@@ -42,27 +44,51 @@ local COUNTERS = {
       "Endpoint choices: affinity (the key's own pod), spill (its pod was over the load bound), failover "
       .. "(its pod was unusable), no_key (no session or prefix key: least-request), pick (least-request, "
       .. "round-robin), single (one usable pod).", { "model", "decision" } },
+    { "k", "gateway_tokens_total", "Tokens of answered requests, from the response's usage: input (prompt) and "
+      .. "output (completion), by model and API key name.", { "model", "api_key", "type" } },
+    { "u", "gateway_usage_missing_total", "Successful answers that carried no usage (streams without "
+      .. "stream_options.include_usage): counted here, never as zero tokens.", { "model", "kind" } },
+    { "j", "gateway_budget_rejections_total", "Requests refused by a key's budget: requests (per minute), "
+      .. "tokens (per minute), pace (near the token budget, one request at a time per replica).",
+      { "api_key", "reason" } },
+    { "q", "gateway_budget_backend_errors_total", "Failed calls to the budget backend (Redis).", {} },
 }
 -- Kinds whose second label is an endpoint: pruned once the endpoint is gone a while.
 local PER_ENDPOINT = { e = true, x = true }
 
+-- Histograms: dict key kind -> name, help, buckets, label names.
 local HISTOGRAMS = {
-    d = { "gateway_request_duration_seconds", "Time from the first request byte to the last response byte." },
-    f = { "gateway_time_to_first_byte_seconds", "Time from the first request byte to the first response body byte." },
+    { "d", "gateway_request_duration_seconds", "Time from the first request byte to the last response byte.",
+      _M.BUCKETS, { "model" } },
+    { "f", "gateway_time_to_first_byte_seconds", "Time from the first request byte to the first response body byte.",
+      _M.BUCKETS, { "model" } },
+    { "g", "gen_ai_client_token_usage", "Tokens per request (OpenTelemetry GenAI: gen_ai.client.token.usage), by "
+      .. "model and gen_ai.token.type (input, output).", TOKEN_BUCKETS,
+      { "gen_ai_request_model", "gen_ai_token_type" } },
+    { "h", "gen_ai_server_time_to_first_token_seconds", "Time to the first content token of a stream "
+      .. "(OpenTelemetry GenAI: gen_ai.server.time_to_first_token).", TTFT_BUCKETS, { "gen_ai_request_model" } },
+    { "p", "gen_ai_server_time_per_output_token_seconds", "Time per output token after the first, of streams "
+      .. "(OpenTelemetry GenAI: gen_ai.server.time_per_output_token).", TPOT_BUCKETS, { "gen_ai_request_model" } },
 }
+local HIST = {}
+for _, h in ipairs(HISTOGRAMS) do
+    HIST[h[1]] = h
+    HIST[h[1] .. "s"] = h
+end
 
-local function bucket_of(value)
-    for i = 1, NBUCKETS do
-        if value <= BUCKETS[i] then
+local function bucket_of(buckets, value)
+    for i = 1, #buckets do
+        if value <= buckets[i] then
             return i
         end
     end
-    return NBUCKETS + 1
+    return #buckets + 1
 end
 
-local function observe(dict, kind, model, value)
-    dict:incr(kind .. SEP .. model .. SEP .. bucket_of(value), 1, 0)
-    dict:incr(kind .. "s" .. SEP .. model, value, 0)
+-- One observation of histogram `kind` with label values joined by SEP.
+local function observe(dict, kind, labels, value)
+    dict:incr(kind .. SEP .. labels .. SEP .. bucket_of(HIST[kind][4], value), 1, 0)
+    dict:incr(kind .. "s" .. SEP .. labels, value, 0)
 end
 
 -- body_filter: remembers when the first body byte went to the client.
@@ -102,6 +128,35 @@ function _M.upstream_failure(route, ep)
     ngx.shared[_M.DICT]:incr("x" .. SEP .. route.name .. SEP .. ep.id, 1, 0)
 end
 
+-- The usage of one answered request: tokens per type (nil: the answer had none),
+-- time to first token and per output token (streams).
+function _M.usage(model, key_name, stream, prompt, completion, ttft, tpot)
+    local dict = ngx.shared[_M.DICT]
+    if prompt then
+        local k = "k" .. SEP .. model .. SEP .. key_name .. SEP
+        dict:incr(k .. "input", prompt, 0)
+        dict:incr(k .. "output", completion, 0)
+        observe(dict, "g", model .. SEP .. "input", prompt)
+        observe(dict, "g", model .. SEP .. "output", completion)
+    else
+        dict:incr("u" .. SEP .. model .. SEP .. (stream and "stream" or "response"), 1, 0)
+    end
+    if ttft then
+        observe(dict, "h", model, ttft)
+    end
+    if tpot then
+        observe(dict, "p", model, tpot)
+    end
+end
+
+function _M.budget_rejection(key_name, reason)
+    ngx.shared[_M.DICT]:incr("j" .. SEP .. key_name .. SEP .. reason, 1, 0)
+end
+
+function _M.budget_backend_error()
+    ngx.shared[_M.DICT]:incr("q", 1, 0)
+end
+
 local function label(value)
     return (gsub(value, '[\\"\n]', { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" }))
 end
@@ -133,27 +188,32 @@ local function labels(names, values)
     for i, name in ipairs(names) do
         out[i] = name .. '="' .. label(values[i] or "") .. '"'
     end
-    return "{" .. concat(out, ",") .. "}"
+    return #out > 0 and "{" .. concat(out, ",") .. "}" or ""
 end
 
 -- The exposition text (a pure function, for tests). entries: the metrics
 -- dict's keys and values. models: name -> { ready = true/false/nil,
 -- replicas = { ready, total }, inflight = { endpoint -> n } }.
 function _M.render(entries, models)
-    local counters, hist, sums = {}, { d = {}, f = {} }, { d = {}, f = {} }
+    local counters, hist, sums = {}, {}, {}
     for key, value in pairs(entries) do
-        local p = split(key)
-        local kind = p[1]
-        if kind == "d" or kind == "f" then
-            local per_model = hist[kind][p[2]] or {}
-            hist[kind][p[2]] = per_model
-            per_model[tonumber(p[3])] = value
-        elseif kind == "ds" or kind == "fs" then
-            sums[sub(kind, 1, 1)][p[2]] = value
-        elseif kind ~= "g" then
+        local kind = match(key, "^([^" .. SEP .. "]+)")
+        local h = HIST[kind]
+        if h and kind == h[1] then
+            -- kind SEP labels... SEP bucket
+            local rest = sub(key, #kind + 2)
+            local cut = rest:match("^.*()" .. SEP)
+            local series, bucket = sub(rest, 1, cut - 1), tonumber(sub(rest, cut + 1))
+            hist[kind] = hist[kind] or {}
+            hist[kind][series] = hist[kind][series] or {}
+            hist[kind][series][bucket] = value
+        elseif h then
+            sums[h[1]] = sums[h[1]] or {}
+            sums[h[1]][sub(key, #kind + 2)] = value
+        elseif kind ~= "z" and kind ~= nil then -- z: prune()'s gone markers
             local family = counters[kind] or {}
             counters[kind] = family
-            family[sub(key, #kind + 2)] = value
+            family[#key > #kind and sub(key, #kind + 2) or ""] = value
         end
     end
     local out = {}
@@ -166,19 +226,22 @@ function _M.render(entries, models)
             out[#out + 1] = format("%s%s %d", name, labels(names, split(k)), family[k])
         end
     end
-    for _, kind in ipairs({ "d", "f" }) do
-        local name = HISTOGRAMS[kind][1]
-        out[#out + 1] = "# HELP " .. name .. " " .. HISTOGRAMS[kind][2]
+    for _, h in ipairs(HISTOGRAMS) do
+        local kind, name, help, buckets, names = h[1], h[2], h[3], h[4], h[5]
+        out[#out + 1] = "# HELP " .. name .. " " .. help
         out[#out + 1] = "# TYPE " .. name .. " histogram"
-        for _, model in ipairs(sorted_keys(hist[kind])) do
-            local counts, cumulative, m = hist[kind][model], 0, label(model)
-            for i = 1, NBUCKETS + 1 do
+        local series = hist[kind] or {}
+        for _, s in ipairs(sorted_keys(series)) do
+            local counts, cumulative = series[s], 0
+            local lv = labels(names, split(s))
+            local open = sub(lv, 1, -2) .. ","
+            for i = 1, #buckets + 1 do
                 cumulative = cumulative + (counts[i] or 0)
-                local le = i <= NBUCKETS and format("%g", BUCKETS[i]) or "+Inf"
-                out[#out + 1] = format('%s_bucket{model="%s",le="%s"} %d', name, m, le, cumulative)
+                local le = i <= #buckets and format("%g", buckets[i]) or "+Inf"
+                out[#out + 1] = format('%s_bucket%sle="%s"} %d', name, open, le, cumulative)
             end
-            out[#out + 1] = format('%s_sum{model="%s"} %.6f', name, m, sums[kind][model] or 0)
-            out[#out + 1] = format('%s_count{model="%s"} %d', name, m, cumulative)
+            out[#out + 1] = format("%s_sum%s %.6f", name, lv, (sums[kind] or {})[s] or 0)
+            out[#out + 1] = format("%s_count%s %d", name, lv, cumulative)
         end
     end
     local names = sorted_keys(models)
@@ -222,7 +285,7 @@ local function prune(dict, live, now)
         if PER_ENDPOINT[kind] and value then
             local p = split(key)
             local model, ep = p[2], p[3]
-            local marker = "g" .. SEP .. model .. SEP .. ep
+            local marker = "z" .. SEP .. model .. SEP .. ep
             if live[model] and live[model][ep] then
                 dict:delete(marker)
             else

@@ -7,7 +7,8 @@ local config = require "gateway_config"
 local errors = require "gateway_errors"
 local body = require "gateway_body"
 local auth = require "gateway_auth"
-local ratelimit = require "gateway_ratelimit"
+local budget = require "gateway_budget"
+local usage = require "gateway_usage"
 local health = require "gateway_health"
 local balancer = require "gateway_balancer"
 local metrics = require "gateway_metrics"
@@ -22,9 +23,9 @@ local tonumber = tonumber
 local tostring = tostring
 local unescape = ngx.unescape_uri
 
-local _M = { RATELIMIT_DICT = "gateway_ratelimit" }
+local _M = {}
 
--- The caller's key entry (nil when auth is off), or nil, err.
+-- The caller's key entry (false when auth is off), or nil, err.
 function _M.caller()
     if not config.auth_enabled then
         return false
@@ -33,21 +34,64 @@ function _M.caller()
     if not key then
         return nil, err
     end
-    local var = ngx.var
-    var.gateway_key = key.name
-    local limit = key.requests_per_minute
-    if limit then
-        local ok, left, reset = ratelimit.check(ngx.shared[_M.RATELIMIT_DICT], key.name, limit, ngx.now())
-        -- OpenAI's headers, on this answer whatever it is (add_header in nginx.conf).
-        var.gateway_ratelimit_limit = limit
-        var.gateway_ratelimit_remaining = ok and left or 0
-        var.gateway_ratelimit_reset = reset .. "s"
-        if not ok then
-            return nil, errors.new(429, "Rate limit of " .. limit .. " requests per minute reached for this API key; "
-                .. "retry after " .. reset .. " s.", "rate_limit_exceeded", nil, { ["Retry-After"] = tostring(reset) })
-        end
-    end
+    ngx.var.gateway_key = key.name
     return key
+end
+
+local BUDGET_MESSAGES = {
+    requests = function(key, r) return "Rate limit of " .. key.requests_per_minute .. " requests per minute reached "
+        .. "for this API key; retry after " .. r.retry_after .. " s." end,
+    tokens = function(key, r) return "Token budget of " .. key.tokens_per_minute .. " tokens per minute used up "
+        .. "for this API key; retry after " .. r.retry_after .. " s." end,
+    pace = function(key) return "This API key is close to its budget of " .. key.tokens_per_minute .. " tokens "
+        .. "per minute: one request at a time until it is charged; retry after 1 s." end,
+}
+
+local backend_logged = 0
+
+-- A routed request of key against its budgets (gateway_budget); sets OpenAI's
+-- x-ratelimit-* headers (through nginx variables) for the answer, whatever it
+-- is. Returns true, or nil, err (429; or 503 when the budget backend is down
+-- and budgets.failMode is closed).
+function _M.admit(key, fields)
+    if not key or not (key.requests_per_minute or key.tokens_per_minute) then
+        return true
+    end
+    local estimate = math.floor((tonumber(ngx.var.http_content_length) or 0) / 4) + (fields.max_tokens or 256)
+    local result, err = budget.check(key, config.budget, ngx.now(), estimate)
+    local var = ngx.var
+    if not result then
+        metrics.budget_backend_error()
+        if ngx.now() - backend_logged > 10 then
+            backend_logged = ngx.now()
+            ngx.log(ngx.ERR, "budget: Redis does not answer (", err, "); failMode ", config.budget.failMode)
+        end
+        if config.budget.failMode == "closed" then
+            return nil, errors.new(503, "The gateway cannot check this API key's budget right now; retry later.",
+                "budget_unavailable", nil, { ["Retry-After"] = "1" })
+        end
+        return true
+    end
+    if key.requests_per_minute then
+        var.gateway_ratelimit_limit = key.requests_per_minute
+        var.gateway_ratelimit_remaining = result.requests_left
+        var.gateway_ratelimit_reset = result.reset_requests .. "s"
+    end
+    if key.tokens_per_minute then
+        var.gateway_ratelimit_limit_tokens = key.tokens_per_minute
+        var.gateway_ratelimit_remaining_tokens = result.tokens_left
+        var.gateway_ratelimit_reset_tokens = result.reset_tokens .. "s"
+    end
+    if not result.ok then
+        metrics.budget_rejection(key.name, result.reason)
+        return nil, errors.new(429, BUDGET_MESSAGES[result.reason](key, result),
+            result.reason == "requests" and "rate_limit_exceeded" or "token_budget_exceeded", nil,
+            { ["Retry-After"] = tostring(result.retry_after) })
+    end
+    if key.tokens_per_minute then
+        var.gateway_budget = key.name -- charged in log() with the tokens the answer used
+    end
+    return true
 end
 
 -- Query parameters that look like credentials: nginx writes the request line,
@@ -181,10 +225,36 @@ local function request_keys(route, src, fields)
     return {}
 end
 
+-- body filter of the routed location: the time to the first byte, and what
+-- the usage accounting keeps of the answer (every chunk goes on unchanged).
+function _M.body_filter()
+    metrics.first_byte()
+    local u = ngx.ctx.usage
+    if u then
+        usage.chunk(u, ngx.arg[1])
+    end
+end
+
 -- log phase of the routed location and its error page: the request leaves
--- its endpoint's in-flight count, then the counters.
+-- its endpoint's in-flight count; its tokens are counted and charged to the
+-- key's token budget; then the request counters. (The error page's named
+-- location has no ngx.ctx: a failed request charges nothing.)
 function _M.log()
     balancer.release()
+    local var = ngx.var
+    local u = ngx.ctx.usage
+    local prompt, completion
+    if u and var.status == "200" then
+        local ttft, tpot
+        prompt, completion, ttft, tpot = usage.finish(u, ngx.req.start_time(), ngx.now())
+        metrics.usage(var.gateway_model, var.gateway_key, u.stream, prompt, completion, ttft, tpot)
+    end
+    local name = var.gateway_budget
+    if name and name ~= "" then
+        var.gateway_budget = ""
+        local tokens = prompt and (prompt + completion) or (u and usage.estimate(u, var.request_length) or 0)
+        budget.charge(name, tokens, config.budget, ngx.now())
+    end
     metrics.log()
 end
 
@@ -248,6 +318,11 @@ function _M.access()
     local var = ngx.var
     -- Set before the readiness check: a 503 is logged, counted and labelled with its model.
     var.gateway_model = route.name
+    local ok
+    ok, err = _M.admit(key or nil, fields)
+    if not ok then
+        return fail(err)
+    end
     local ep, decision, candidates = balancer.choose(route, request)
     if not ep then
         return fail(_M.not_ready(route) or errors.new(503, "The model \"" .. route.name
@@ -256,6 +331,9 @@ function _M.access()
     end
     local ctx = ngx.ctx
     ctx.route, ctx.endpoint, ctx.request, ctx.candidates = route, ep, request, candidates
+    if config.usage_enabled then
+        usage.start(ctx, fields.stream, key and key.tokens_per_minute ~= nil)
+    end
     balancer.acquire(route, ep)
     var.gateway_upstream_host = route.host
     if route.closeAfterStream and fields.stream then

@@ -1,0 +1,101 @@
+-- Token usage of each answered request, read from the response's own `usage`
+-- object without holding the response back: the body filter passes every chunk
+-- on at once and keeps only the last few KiB (the usage object of a plain
+-- answer is near its end; a stream's is in its last event, sent when the
+-- client asked with stream_options.include_usage). For streams it also notes
+-- when the first content arrived (time to first token). At the end: token
+-- counters per model and key, the OpenTelemetry GenAI histograms, and the
+-- charge of a key's token budget. A stream that carries no usage is counted as
+-- such, never as zero tokens; a token budget is then charged an estimate (the
+-- content events received and a quarter of the request's bytes).
+local ngx = ngx
+local concat = table.concat
+local find = string.find
+local match = string.match
+local sub = string.sub
+local tonumber = tonumber
+
+local _M = { TAIL = 4096 }
+
+-- Access phase: what the body filter and the log phase need.
+function _M.start(ctx, stream, count_events)
+    ctx.usage = { stream = stream == true, chunks = {}, size = 0, events = count_events and 0 or nil }
+end
+
+-- Body filter: one chunk of the answer (ngx.arg[1]), passed on unchanged.
+function _M.chunk(u, chunk)
+    if chunk == "" then
+        return
+    end
+    if u.stream then
+        if not u.first and (find(chunk, '"content"%s*:%s*"[^"]') or find(chunk, '"text"%s*:%s*"[^"]')) then
+            u.first = ngx.now()
+        end
+        if u.events then
+            local i = 1
+            while true do
+                local j = find(chunk, "data: {", i, true)
+                if not j then
+                    break
+                end
+                u.events = u.events + 1
+                i = j + 7
+            end
+        end
+    end
+    local chunks = u.chunks
+    chunks[#chunks + 1] = chunk
+    u.size = u.size + #chunk
+    -- Keep just enough of the end: drop whole chunks from the front.
+    while #chunks > 1 and u.size - #chunks[1] >= _M.TAIL do
+        u.size = u.size - #chunks[1]
+        table.remove(chunks, 1)
+    end
+end
+
+-- The prompt and completion tokens of the last usage object in text, or nil.
+-- Chat/completions name them prompt_tokens/completion_tokens, the Responses API
+-- input_tokens/output_tokens.
+function _M.parse(text)
+    local at, last = 1, nil
+    while true do
+        local i = find(text, '"usage"%s*:%s*{', at)
+        if not i then
+            break
+        end
+        last, at = i, i + 7
+    end
+    if not last then
+        return nil
+    end
+    local object = sub(text, last)
+    local prompt = tonumber(match(object, '"prompt_tokens"%s*:%s*(%d+)') or match(object, '"input_tokens"%s*:%s*(%d+)'))
+    local completion = tonumber(match(object, '"completion_tokens"%s*:%s*(%d+)')
+        or match(object, '"output_tokens"%s*:%s*(%d+)'))
+    if not prompt then
+        return nil
+    end
+    return prompt, completion or 0
+end
+
+-- Log phase: { prompt, completion } from the answer, or nil (no usage), and
+-- the time to first token and per output token (streams) in seconds.
+function _M.finish(u, start_time, now)
+    local prompt, completion = _M.parse(concat(u.chunks))
+    local ttft, tpot
+    if u.first then
+        ttft = u.first - start_time
+        if completion and completion > 1 then
+            tpot = (now - u.first) / (completion - 1)
+        end
+    end
+    return prompt, completion, ttft, tpot
+end
+
+-- Tokens to charge a budget when the answer said nothing: the content events
+-- of a stream, and a quarter of the request's bytes as the prompt.
+function _M.estimate(u, request_bytes)
+    return (u.events or 0) + math.floor((tonumber(request_bytes) or 0) / 4)
+end
+
+return _M

@@ -31,8 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 def demo(cluster: providers.Cluster, vllm: bool) -> int:
     import requests
 
+    built, artifacts = install.start_builds(cluster, vllm=vllm)
+    if artifacts is not None:
+        artifacts.result()
+    providers.up(cluster)
     stack = install.Stack(cluster, NAMESPACE, REPO / "build" / "demo", vllm=vllm)
-    stack.prepare()
+    stack.prepare(built)
     stack.install_all()
     kubeconfig = f"export KUBECONFIG={cluster.kubeconfig}\n  " if cluster.kubeconfig else ""
     with stack.gateway() as url:
@@ -95,8 +99,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.command == "down":
         return down(cluster, args.keep_cluster)
-    providers.up(cluster)
     if args.command == "up":
+        providers.up(cluster)
         print(f"kubeconfig: {cluster.kubeconfig}")
         return 0
     return demo(cluster, args.vllm)

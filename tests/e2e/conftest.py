@@ -11,7 +11,6 @@ the start of the session, while the cluster's binaries build, so a cold run over
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import sys
 from pathlib import Path
@@ -66,18 +65,9 @@ def selected_cluster(request) -> providers.Cluster:
 
 @pytest.fixture(scope="session")
 def warm_up(selected_cluster):
-    """Start the slow, independent work at once: the images (downloads, pip) and, for the local
-    cluster, its binaries (Go compiles). Returns the futures; fixtures wait on what they need."""
-    artifacts = None
-    if isinstance(selected_cluster, providers.LocalCluster):
-        import localcluster.artifacts
-
-        localcluster.artifacts.preflight()  # the Debian packages both need (docker.io, debootstrap)
-    built = install.prebuild()
-    if isinstance(selected_cluster, providers.LocalCluster):
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        artifacts = pool.submit(localcluster.artifacts.ensure_all)
-        pool.shutdown(wait=False)
+    """Start the slow, independent work at once (images, the local cluster's binaries); fixtures
+    wait on what they need."""
+    built, artifacts = install.start_builds(selected_cluster)
     return {"images": built, "artifacts": artifacts}
 
 

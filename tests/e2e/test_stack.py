@@ -137,6 +137,8 @@ def _stream(url: str, model: str, max_tokens: int = 48) -> tuple[list[tuple[floa
         "model": model,
         "stream": True,
         "max_tokens": max_tokens,
+        # Both engines take ignore_eos: a random-weight model may end at once otherwise.
+        "ignore_eos": True,
         "messages": [{"role": "user", "content": "count"}],
     }
     sent = time.monotonic()
@@ -229,7 +231,9 @@ def test_streaming_arrives_as_it_is_generated(stack, gateway, kind):
     """A streamed chat through the gateway: the engine's deltas arrive one by one (not in one
     burst at the end), then [DONE]."""
     model = _models(kind)[0]
-    arrivals, sent = _stream(gateway, model["modelName"], max_tokens=64)
+    # llama-server makes a token of the tiny model in well under a millisecond: ask for enough
+    # of them that generating takes a while.
+    arrivals, sent = _stream(gateway, model["modelName"], max_tokens=400 if kind == "gguf" else 64)
     assert arrivals and arrivals[-1][1] == b"[DONE]", arrivals[-3:]
     deltas = [
         t
@@ -245,7 +249,7 @@ def test_streaming_arrives_as_it_is_generated(stack, gateway, kind):
     total = arrivals[-1][0] - sent
     distinct = len({round(t, 3) for t in deltas})
     say(f"  {model['modelName']}: {len(deltas)} deltas over {spread:.3f}s of {total:.3f}s, {distinct} distinct ms")
-    assert distinct >= len(deltas) // 2 and spread > 0.2 * (deltas[-1] - sent), (spread, total, distinct)
+    assert distinct >= 10 and spread > 0.2 * (deltas[-1] - sent), (spread, total, distinct)
 
 
 def test_unknown_model_is_404(gateway):
@@ -255,16 +259,24 @@ def test_unknown_model_is_404(gateway):
 
 
 def test_the_gateway_metrics_count_each_models_requests(stack, gateway):
-    svc = stack.cluster.kubectl_json("-n", stack.namespace, "get", "service", stack.gateway_service())
-    port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "metrics")
+    """Each gateway pod counts what it routed: summed over the pods (read through the API
+    server's pod proxy, which works on any provider), every model's chats are there."""
     for model in _models():
         assert chat(gateway, model["modelName"]).status_code == 200
-    with stack.cluster.service_url(stack.namespace, stack.gateway_service(), port) as url:
-        text = requests.get(f"{url}/metrics", timeout=30).text
+    texts = []
+    for pod in pods_of(stack, stack.gateway_service()):
+        port = next(p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "metrics")
+        path = f"/api/v1/namespaces/{stack.namespace}/pods/{pod['metadata']['name']}:{port}/proxy/metrics"
+        texts.append(stack.cluster.kubectl("get", "--raw", path).stdout)
+    text = "\n".join(texts)
     for model in _models():
-        assert re.search(
-            rf'gateway_requests_total{{[^}}]*model="{re.escape(model["modelName"])}"[^}}]*status="200"', text
-        ), f"{model['modelName']} not counted:\n{text[:3000]}"
+        counted = metric(
+            "\n".join(
+                line for line in text.splitlines() if f'model="{model["modelName"]}"' in line and 'status="200"' in line
+            ),
+            "gateway_requests_total",
+        )
+        assert counted >= 1, f"{model['modelName']} not counted:\n{text[:3000]}"
 
 
 @pytest.mark.parametrize("model", [m["modelName"] for m in _models()])

@@ -72,11 +72,15 @@ def docker(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 
 
 def _inputs(root: Path) -> list[Path]:
-    """The files a build uses: not the docs or the values files kept beside the Dockerfile."""
+    """The files a build uses: not the docs or the values files kept beside the Dockerfile, nor a
+    build-ca.pem left from a build by hand (the build environment, not an input)."""
     return sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".md" and p.name != "values.yaml"
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix != ".md"
+        and p.name not in ("values.yaml", "build-ca.pem")
     )
 
 
@@ -205,7 +209,7 @@ def build(name: str) -> str:
         ensure_debian_base(image.base)
     with tempfile.TemporaryDirectory(prefix=f"llm-charts-{name}-") as tmp:
         context = Path(tmp) / name
-        shutil.copytree(image.context, context, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+        shutil.copytree(image.context, context, ignore=shutil.ignore_patterns("__pycache__", "*.md", "build-ca.pem"))
         ca = build_ca_bundle()
         (context / "build-ca.pem").write_bytes(ca.read_bytes() if ca else b"")
         with step(f"docker build {ref}"):

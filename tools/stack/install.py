@@ -65,6 +65,26 @@ def prebuild(*, vllm: bool = True, openwebui: bool = True) -> concurrent.futures
     return future
 
 
+def start_builds(
+    cluster: Cluster, *, vllm: bool = True, openwebui: bool = True
+) -> tuple[concurrent.futures.Future, concurrent.futures.Future | None]:
+    """The slow, independent work at once: the images (downloads, pip) and, for the local cluster,
+    its binaries (Go compiles). Returns (images, cluster binaries or None); wait on what you need."""
+    from .providers import LocalCluster
+
+    artifacts = None
+    if isinstance(cluster, LocalCluster):
+        import localcluster.artifacts
+
+        localcluster.artifacts.preflight()  # the Debian packages both need (docker.io, debootstrap)
+    built = prebuild(vllm=vllm, openwebui=openwebui)
+    if isinstance(cluster, LocalCluster):
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        artifacts = pool.submit(localcluster.artifacts.ensure_all)
+        pool.shutdown(wait=False)
+    return built, artifacts
+
+
 class Stack:
     """The installed stack in one namespace: helm, kubectl and requests through the gateway."""
 
@@ -250,7 +270,22 @@ class Stack:
             deployment = f"vllm-{m['modelName']}"
             with step(f"wait for {deployment} (vLLM on CPU)"):
                 self.wait_rollout(deployment, timeout=900)
+        self.wait_gateway_ready()
         self.timings["install"] = time.monotonic() - start
+
+    def wait_gateway_ready(self, timeout: float = 120) -> None:
+        """Until the gateway's /v1/models says every enabled model is ready (its health checks
+        run every few seconds: a pod that just became Ready is not routed to at once)."""
+        import requests
+
+        names = {m["modelName"] for m in models.enabled(self.catalog())}
+
+        def ready() -> bool:
+            with self.gateway() as url:
+                listed = {m["id"]: m for m in requests.get(f"{url}/v1/models", timeout=10).json()["data"]}
+            return all(listed.get(n, {}).get("ready") is True for n in names)
+
+        progress.wait_for("every model ready at the gateway", ready, timeout=timeout)
 
     def uninstall_all(self) -> None:
         for chart in reversed(self.charts):

@@ -199,6 +199,31 @@ class Exception_:
 
 EXCEPTIONS = [
     Exception_(
+        "vllm-models",
+        "baseline/hostPathVolumes",
+        r"^volume adapter-\d+ -> /",
+        "LoRA adapter on the node: an entry's adapters[].hostPath, mounted read-only (values.yaml, first "
+        "comment; ci/lora-values.yaml); off unless an adapter names a hostPath",
+    ),
+    Exception_(
+        "vllm-models",
+        "restricted/volumeTypes",
+        r"^volume adapter-\d+ is \['hostPath'\]",
+        "LoRA adapter on the node (same volume as above)",
+    ),
+    Exception_(
+        "ramalama-models",
+        "baseline/hostPathVolumes",
+        r"^volume adapter-\d+ -> /",
+        "LoRA adapter file on the node: an entry's adapters[].hostPath, mounted read-only (ci/lora-values.yaml)",
+    ),
+    Exception_(
+        "ramalama-models",
+        "restricted/volumeTypes",
+        r"^volume adapter-\d+ is \['hostPath'\]",
+        "LoRA adapter file on the node (same volume as above)",
+    ),
+    Exception_(
         "ramalama-models",
         "baseline/hostPathVolumes",
         r"^volume models -> ",

@@ -553,3 +553,47 @@ def test_chart_yaml_pins_the_image_tag_it_defaults_to():
     chart = yaml.safe_load((REPO / "charts" / CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((REPO / "charts" / CHART / "values.yaml").read_text())
     assert chart["appVersion"] == values["image"]["tag"] != "latest"
+
+
+class TestLoraAdapters:
+    def test_each_adapter_is_one_lora_flag_applied_to_every_request_by_default(self):
+        ms = render(
+            {
+                "models": [
+                    {
+                        **TINY,
+                        "adapters": [
+                            {"name": "sql", "path": "loras/sql.gguf"},
+                            {"name": "chat", "hostPath": "/srv/lora/chat.gguf"},
+                        ],
+                    }
+                ]
+            }
+        )
+        args = server(ms)["args"]
+        assert [args[i + 1] for i, a in enumerate(args) if a == "--lora"] == [
+            "/mnt/models/loras/sql.gguf",
+            "/mnt/adapters/1/chat.gguf",
+        ]
+        assert "--lora-init-without-apply" not in args
+        assert volume(ms, "adapter-1") == {
+            "name": "adapter-1",
+            "hostPath": {"path": "/srv/lora/chat.gguf", "type": "File"},
+        }
+        assert {"name": "adapter-1", "mountPath": "/mnt/adapters/1/chat.gguf", "readOnly": True} in server(ms)[
+            "volumeMounts"
+        ]
+
+    def test_apply_adapters_false_loads_them_switched_off(self):
+        args = server(
+            render({"models": [{**TINY, "applyAdapters": False, "adapters": [{"name": "a", "path": "a.gguf"}]}]})
+        )["args"]
+        assert args[-3:] == ["--lora", "/mnt/models/a.gguf", "--lora-init-without-apply"]
+
+    def test_apply_adapters_alone_adds_nothing(self):
+        assert "--lora-init-without-apply" not in server(render({"models": [{**TINY, "applyAdapters": False}]}))["args"]
+
+    def test_a_comma_in_an_adapter_file_is_refused(self):
+        with pytest.raises(HelmError) as err:
+            render({"models": [{**TINY, "adapters": [{"name": "a", "path": "a,b.gguf"}]}]})
+        assert "holds a comma, which llama-server's --lora reads as a list separator" in err.value.stderr

@@ -645,3 +645,72 @@ def test_service_monitor_scrapes_the_model_service():
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     # SGLang serves /metrics only when asked.
     assert "--enable-metrics" in args(ms, "sg")
+
+
+# --- LoRA adapters ---------------------------------------------------------------------------------
+
+
+def test_adapters_become_lora_modules_in_vllms_json_form_with_the_base_model_as_parent():
+    import json
+
+    ms = render(
+        model(
+            maxLoras=2,
+            maxLoraRank=64,
+            adapters=[
+                {"name": "sql", "huggingfaceId": "org/sql-lora"},
+                {"name": "org/has=equals", "path": "adapters/x=1"},
+                {"name": "local", "hostPath": "/srv/lora/local"},
+            ],
+        )
+    )
+    argv = args(ms)
+    assert argv[argv.index("--enable-lora") :][:5] == ["--enable-lora", "--max-loras", "2", "--max-lora-rank", "64"]
+    modules = argv[argv.index("--lora-modules") + 1 :]
+    assert [json.loads(m) for m in modules] == [
+        {"name": "sql", "path": "org/sql-lora", "base_model_name": "m"},
+        {"name": "org/has=equals", "path": "/data/adapters/x=1", "base_model_name": "m"},
+        {"name": "local", "path": "/mnt/adapters/2", "base_model_name": "m"},
+    ]
+    # vLLM reads an item as name=path only without a comma: each JSON item has one.
+    assert all("," in m for m in modules)
+    # The adapter names are not served model names: those stay the model's own.
+    assert flag(argv, "--served-model-name") == "m"
+    assert volumes(ms)["adapter-2"] == {
+        "name": "adapter-2",
+        "hostPath": {"path": "/srv/lora/local", "type": "Directory"},
+    }
+    assert mounts(ms)["/mnt/adapters/2"] == "adapter-2"
+    assert {"name": "adapter-2", "mountPath": "/mnt/adapters/2", "readOnly": True} in container(ms)["volumeMounts"]
+
+
+def test_no_adapters_no_lora_flags_even_with_lora_defaults():
+    ms = render(model(), defaults={"maxLoras": 4, "maxLoraRank": 32})
+    assert not {"--enable-lora", "--max-loras", "--max-lora-rank", "--lora-modules"} & set(args(ms))
+
+
+def test_adapters_keep_vllms_own_defaults_when_unset():
+    argv = args(render(model(adapters=[{"name": "a", "huggingfaceId": "org/a"}])))
+    assert "--enable-lora" in argv and "--max-loras" not in argv and "--max-lora-rank" not in argv
+
+
+def test_adapters_with_a_whole_command_line_are_refused():
+    err = fails({"models": [model(args=["--model", "x"], adapters=[{"name": "a", "huggingfaceId": "org/a"}])]})
+    assert (
+        "models[0] (m): adapters: `args` replaces the generated arguments, --enable-lora and --lora-modules included"
+        in err
+    )
+
+
+def test_an_adapters_volume_name_is_the_charts_own():
+    err = fails(
+        {
+            "models": [
+                model(
+                    adapters=[{"name": "a", "hostPath": "/srv/a"}],
+                    extraVolumes=[{"name": "adapter-0", "emptyDir": {}}],
+                )
+            ]
+        }
+    )
+    assert 'extraVolumes: the volume name "adapter-0" is the chart\'s own' in err

@@ -72,7 +72,7 @@ DEPRECATED: {{ $old }} is applied over defaults.{{ $new }} for every model; move
 {{/*
 One GGUF entry with the chart's settings filled in, as YAML: model-catalog.resolveEntry
 over ramalama-models.defaults (the same rule as charts/vllm-models). Then the
-derived keys: engine (llama-server), port, gpuLayers (unset: 0 on cpu, 999 on a
+derived keys: engine (llama-server), port, applyAdapters (unset: true), gpuLayers (unset: 0 on cpu, 999 on a
 GPU flavour), threads (unset: the whole cores of the CPU limit, when there is
 one), runtimeClassName (the flavour's when empty), metrics (--metrics),
 progressDeadlineSeconds. Argument: dict "context" $ "model" $m.
@@ -84,6 +84,7 @@ progressDeadlineSeconds. Argument: dict "context" $ "model" $m.
 {{- $_ := set $m "accelerator" ($m.accelerator | default "cpu") }}
 {{- $_ := set $m "replicas" (ternary (int $m.replicas) 1 (hasKey $m "replicas")) }}
 {{- $_ := set $m "port" (int ($m.port | default 8080)) }}
+{{- $_ := set $m "applyAdapters" (ne (toString $m.applyAdapters) "false") }}
 {{- if kindIs "invalid" $m.gpuLayers }}
 {{- $_ := set $m "gpuLayers" (ternary 0 999 (eq $m.accelerator "cpu")) }}
 {{- end }}
@@ -144,7 +145,10 @@ YAML `models: [...]`. Every template ranges over this one list.
 {{/*
 llama-server arguments, in the shape Ramalama runs it:
 --host 0.0.0.0 --port P --model /mnt/models/FILE --alias NAME --ctx-size N -ngl N [--threads N] [--metrics]
-[--jinja --chat-template-file FILE | --chat-template NAME] EXTRA...
+[--lora FILE... [--lora-init-without-apply]] [--jinja --chat-template-file FILE | --chat-template NAME] EXTRA...
+llama-server applies every --lora adapter to every request (scale 1) unless started with
+--lora-init-without-apply (applyAdapters: false); a request picks its own with `"lora": [{"id": N,
+"scale": S}]` (N: the adapter's position in `adapters`), whatever its `model` says.
 Argument: dict "context" $ "model" $m (resolved). Output: YAML list.
 */}}
 {{- define "ramalama-models.args" -}}
@@ -155,6 +159,12 @@ Argument: dict "context" $ "model" $m (resolved). Output: YAML list.
 {{- end }}
 {{- if $m.metrics }}
 {{- $args = append $args "--metrics" }}
+{{- end }}
+{{- range (include "model-catalog.adapters" $m | fromYaml).adapters }}
+{{- $args = concat $args (list "--lora" .source) }}
+{{- end }}
+{{- if and $m.adapters (not $m.applyAdapters) }}
+{{- $args = append $args "--lora-init-without-apply" }}
 {{- end }}
 {{- with $m.chatTemplate }}
 {{- if or (include "model-catalog.chatTemplateInline" $m) (hasPrefix "/" (toString .)) }}
@@ -174,8 +184,8 @@ Argument: dict "context" $ "model" $m (resolved). Output: YAML list.
 
 {{/*
 The chart's own volumes and the server's mounts of them, as YAML {volumes, volumeMounts}:
-the model directory (read-only for the server), /tmp, the flavour's devices, the fetch
-script, the inline chat template. Argument: dict "context" $ "model" $m (resolved).
+the model directory (read-only for the server), /tmp, the flavour's devices, LoRA adapter
+files on the node (read-only), the fetch script, the inline chat template. Argument: dict "context" $ "model" $m (resolved).
 */}}
 {{- define "ramalama-models.volumes" -}}
 {{- $v := .context.Values }}
@@ -190,6 +200,13 @@ script, the inline chat template. Argument: dict "context" $ "model" $m (resolve
 {{- with $d.type }}{{ $_ := set $dev "type" . }}{{ end }}
 {{- $volumes = append $volumes (dict "name" (printf "device-%d" $i) "hostPath" $dev) }}
 {{- $mounts = append $mounts (dict "name" (printf "device-%d" $i) "mountPath" $d.path) }}
+{{- end }}
+{{- range (include "model-catalog.adapters" $m | fromYaml).adapters }}
+{{- if .hostPath }}
+{{- /* A LoRA adapter file on the node (a stated hostPath exception), read-only. */}}
+{{- $volumes = append $volumes (dict "name" .volume "hostPath" (dict "path" .hostPath "type" "File")) }}
+{{- $mounts = append $mounts (dict "name" .volume "mountPath" .mountPath "readOnly" true) }}
+{{- end }}
 {{- end }}
 {{- if include "ramalama-models.fetches" . }}
 {{- $volumes = append $volumes (dict "name" "fetch-script" "configMap" (dict "name" (include "ramalama-models.fetchConfigMap" .context) "defaultMode" 0444)) }}
@@ -344,6 +361,11 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- if and $m.sha256 (not (regexMatch "^[a-fA-F0-9]{64}$" $m.sha256)) }}
 {{ $w }}: sha256 must be the 64 hex characters of the file's SHA-256 (sha256sum FILE), not {{ $m.sha256 | quote }}.
 {{- end }}
+{{- range $k, $a := (include "model-catalog.adapters" $m | fromYaml).adapters }}
+{{- if contains "," $a.source }}
+{{ $w }}: adapters[{{ $k }}] ({{ $a.name }}): {{ $a.source | quote }} holds a comma, which llama-server's --lora reads as a list separator; rename the file.
+{{- end }}
+{{- end }}
 {{- if and (eq $m.accelerator "cpu") (gt (int $m.gpuLayers) 0) }}
 {{ $w }}: gpuLayers {{ int $m.gpuLayers }} offloads layers to a GPU, but accelerator is "cpu"; set gpuLayers: 0, or accelerator: cuda, rocm or vulkan.
 {{- end }}
@@ -371,7 +393,7 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- $messages = append $messages (include "ramalama-models.validateModel" (dict "context" $ "model" $r "where" $where)) }}
 {{- end }}
 {{- end }}
-{{- range $k := list "modelName" "aliases" "enabled" "gguf" "url" "sha256" }}
+{{- range $k := list "modelName" "aliases" "adapters" "enabled" "gguf" "url" "sha256" }}
 {{- if hasKey $.Values.defaults $k }}
 {{- $messages = append $messages (printf "defaults.%s is a per-model key; set it on the entries under models, not in defaults." $k) }}
 {{- end }}

@@ -123,7 +123,8 @@ Container command of a resolved model, as a YAML list (empty: the image's entryp
 Container arguments of a resolved model, as a YAML list: `args` when set, else
 the engine's own, then extraArgs.
 vllm:   --model ID [--revision R] --port P --served-model-name NAME ALIAS... --tensor-parallel-size N
-        [--max-model-len L] [--gpu-memory-utilization F] [--trust-remote-code] [--chat-template FILE]
+        [--max-model-len L] [--gpu-memory-utilization F] [--trust-remote-code]
+        [--enable-lora [--max-loras N] [--max-lora-rank R] --lora-modules JSON...] [--chat-template FILE]
 sglang: --model-path ID [--revision R] --host 0.0.0.0 --port P --served-model-name NAME --tp N
         [--context-length L] [--mem-fraction-static F] [--trust-remote-code] [--enable-metrics]
         [--chat-template FILE]
@@ -149,6 +150,21 @@ SGLang takes one served name (it does not check the request's model, so aliases 
 {{- end }}
 {{- if $m.trustRemoteCode }}
 {{- $args = append $args "--trust-remote-code" }}
+{{- end }}
+{{- with (include "model-catalog.adapters" $m | fromYaml).adapters }}
+{{- /* The JSON form of --lora-modules: a path may hold "=", and base_model_name makes
+/v1/models give the adapter `parent: <modelName>`. */}}
+{{- $args = append $args "--enable-lora" }}
+{{- if not (kindIs "invalid" $m.maxLoras) }}
+{{- $args = concat $args (list "--max-loras" (toString (int $m.maxLoras))) }}
+{{- end }}
+{{- if not (kindIs "invalid" $m.maxLoraRank) }}
+{{- $args = concat $args (list "--max-lora-rank" (toString (int $m.maxLoraRank))) }}
+{{- end }}
+{{- $args = append $args "--lora-modules" }}
+{{- range . }}
+{{- $args = append $args (dict "name" .name "path" .source "base_model_name" $m.modelName | toJson) }}
+{{- end }}
 {{- end }}
 {{- else if eq $m.engine "sglang" }}
 {{- $args = list "--model-path" $m.huggingfaceId }}
@@ -206,7 +222,8 @@ from the Secret, then `env`. A name in `env` replaces the chart's.
 {{/*
 The chart's own volumes and the server's mounts of them, as YAML {volumes, volumeMounts}:
 the cache PVC at /data, HOME and /tmp as emptyDirs (the root filesystem stays
-read-only), /dev/shm when mountShm, the inline chat template. Argument: the resolved entry.
+read-only), /dev/shm when mountShm, LoRA adapters on the node (read-only at
+/mnt/adapters/<index>), the inline chat template. Argument: the resolved entry.
 */}}
 {{- define "vllm-models.volumes" -}}
 {{- $volumes := list
@@ -221,6 +238,13 @@ read-only), /dev/shm when mountShm, the inline chat template. Argument: the reso
 {{- /* NCCL and the engine's worker processes exchange tensors through /dev/shm. */}}
 {{- $volumes = append $volumes (dict "name" "dshm" "emptyDir" (dict "medium" "Memory" "sizeLimit" (.shmSize | default "8Gi"))) }}
 {{- $mounts = append $mounts (dict "name" "dshm" "mountPath" "/dev/shm") }}
+{{- end }}
+{{- range (include "model-catalog.adapters" . | fromYaml).adapters }}
+{{- if .hostPath }}
+{{- /* A LoRA adapter directory on the node (a stated hostPath exception), read-only. */}}
+{{- $volumes = append $volumes (dict "name" .volume "hostPath" (dict "path" .hostPath "type" "Directory")) }}
+{{- $mounts = append $mounts (dict "name" .volume "mountPath" .mountPath "readOnly" true) }}
+{{- end }}
 {{- end }}
 {{- $chat := include "model-catalog.chatTemplateVolume" . | fromYaml }}
 {{- toYaml (dict "volumes" (concat $volumes $chat.volumes) "volumeMounts" (concat $mounts $chat.volumeMounts)) }}
@@ -312,6 +336,13 @@ Argument: dict "model" $m (resolved) "where" "models[i] (name)".
 {{- if and (not $m.existingClaim) (not (or (has "ReadWriteOnce" $m.accessModes) (has "ReadWriteMany" $m.accessModes) (has "ReadWriteOncePod" $m.accessModes))) }}
 {{ $w }}: accessModes {{ join "/" $m.accessModes }} cannot be written: the engine downloads into the cache PVC. Add ReadWriteOnce or ReadWriteMany, or use existingClaim with a pre-filled cache.
 {{- end }}
+{{- if $m.adapters }}
+{{- if ne $m.engine "vllm" }}
+{{ $w }}: adapters: the chart passes LoRA adapters to vLLM only (--lora-modules); engine {{ $m.engine }} gets them through its own flags in `args`/`extraArgs` (SGLang: --enable-lora --lora-paths NAME=PATH), or set engine: vllm.
+{{- else if $m.args }}
+{{ $w }}: adapters: `args` replaces the generated arguments, --enable-lora and --lora-modules included; drop args, or drop adapters and pass the LoRA flags in args.
+{{- end }}
+{{- end }}
 {{- if and $m.chatTemplate (eq $m.engine "openai") }}
 {{ $w }}: chatTemplate: engine openai takes its arguments from `args`, where the chart adds nothing; pass the server's own chat template flag there.
 {{- else if and $m.chatTemplate $m.args }}
@@ -328,7 +359,7 @@ Argument: dict "model" $m (resolved) "where" "models[i] (name)".
 {{/* Every rule the schema cannot express; fails once with all messages. */}}
 {{- define "vllm-models.validateValues" -}}
 {{- $messages := list (include "model-catalog.validate" .Values.models) }}
-{{- range $k := list "modelName" "aliases" "enabled" "huggingfaceId" "revision" }}
+{{- range $k := list "modelName" "aliases" "adapters" "enabled" "huggingfaceId" "revision" }}
 {{- if hasKey ($.Values.defaults | default dict) $k }}
 {{- $messages = append $messages (printf "defaults.%s: %s is per model; set it on the entries of models, not in defaults." $k $k) }}
 {{- end }}

@@ -267,11 +267,16 @@ def down(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Gateway benchmark (issue 9): direct, plain nginx, api-gateway, LiteLLM, onwards on loopback.
+    """Gateway benchmarks: bench.run (direct, plain nginx, api-gateway, LiteLLM, onwards on
+    loopback), then bench.affinity (prefix, least-request, round-robin and plain nginx in front of
+    3 real llama-server replicas, on shared-prefix chat).
 
     Opt-in, minutes long, needs root on Debian for wrk/nginx (tools/bootstrap.py installs them).
-    `-- --quick` smoke check (< 2 min); `-- --update-docs` writes the tables into docs/performance.md.
+    `-- --quick` smoke check (a few minutes); `-- --update-docs` writes the tables into
+    docs/performance.md.
     """
     env = _setup(session)
     session.install("-r", "bench/requirements.txt")
     session.run("python", "-m", "bench.run", *session.posargs, env=env)
+    affinity = [a for a in session.posargs if a in ("--quick", "--update-docs")]
+    session.run("python", "-m", "bench.affinity", *affinity, env=env)

@@ -46,6 +46,9 @@ CANNED = {
     ],
     "usage": {"prompt_tokens": 256, "completion_tokens": 8, "total_tokens": 264},
 }
+# Arms in report order. gateway-nousage: the gateway with usage.enabled false (the cost of the
+# accounting); baseline: another copy of the chart (--baseline REF), the cost of what changed since.
+ORDER = ["direct", "nginx", "gateway", "gateway-nousage", "baseline", "litellm", "onwards"]
 MODELS = ["fast-a", "fast-b", "stream"]  # fast-a first: the gateway's default model, never asked for
 ROUTED = "fast-b"
 
@@ -258,6 +261,8 @@ class PlainNginx(Arm):
 class Gateway(Arm):
     name, label = "gateway", "api-gateway (chart)"
 
+    chart = None  # None: charts/api-gateway
+
     def __init__(self, *a, extra_values: dict | None = None, **kw):
         super().__init__(*a, **kw)
         self.extra_values = extra_values or {}
@@ -287,12 +292,14 @@ class Gateway(Arm):
         except ImportError as exc:
             raise ArmUnavailable(f"tests/gateway/runner.py cannot be imported: {exc}") from exc
         try:
-            self.gw = runner.start(self.values(), name="bench", ready_timeout=30)
+            self.gw = runner.start(self.values(), name=f"bench-{self.name}", ready_timeout=30, chart=self.chart)
         except Exception as exc:
             raise ArmUnavailable(f"the gateway did not start: {str(exc)[-1500:]}") from exc
         self.proc = self.gw.proc
         self.fast_port = self.stream_port = self.gw.port
-        self.version = f"chart {_chart_version()} on {procs.run_text([_nginx(), '-v']).replace('nginx version: ', '')}"
+        self.version = (
+            f"chart {_chart_version(self.chart)} on {procs.run_text([_nginx(), '-v']).replace('nginx version: ', '')}"
+        )
         # Wait until the health poller has seen the backends (a 503 would otherwise start the run).
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not self._ready():
@@ -329,9 +336,47 @@ class Gateway(Arm):
             runner.cleanup(self.gw)
 
 
-def _chart_version() -> str:
+class GatewayNoUsage(Gateway):
+    """The same gateway with usage accounting off: what the accounting costs."""
+
+    name, label = "gateway-nousage", "api-gateway, usage.enabled false"
+
+    def values(self) -> dict:
+        from gateway.runner import deep_merge
+
+        return deep_merge(super().values(), {"usage": {"enabled": False}})
+
+
+class Baseline(Gateway):
+    """charts/api-gateway as it was at a git revision (--baseline REF), side by side: what the changes
+    since cost. Only the values every version takes (workers, models, endpoints)."""
+
+    name = "baseline"
+
+    def __init__(self, *a, ref: str, **kw):
+        super().__init__(*a, **kw)
+        self.ref = ref
+        self.label = f"api-gateway at {ref}"
+
+    def start(self) -> None:
+        root = self.workdir / "chart"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        # The chart and its file:// library, where the relative dependency path finds it.
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", self.ref, "charts/api-gateway", "charts/model-catalog"],
+            capture_output=True,
+        )
+        if archive.returncode != 0:
+            raise ArmUnavailable(f"git archive {self.ref}: {archive.stderr.decode()[-300:]}")
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+        self.chart = root / "charts" / "api-gateway"
+        super().start()
+
+
+def _chart_version(chart: Path | None = None) -> str:
     try:
-        text = (REPO / "charts" / "api-gateway" / "Chart.yaml").read_text()
+        text = ((chart or REPO / "charts" / "api-gateway") / "Chart.yaml").read_text()
         return re.search(r"^version:\s*(\S+)", text, re.M).group(1)
     except (OSError, AttributeError):
         return "?"

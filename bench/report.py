@@ -7,6 +7,7 @@ import re
 import statistics
 from pathlib import Path
 
+from .arms import ORDER
 from .stats import diff, fmt, med, ratio, summary
 
 TARGETS = {
@@ -53,7 +54,7 @@ def _stream_round(entries: list[dict], reference: str | None) -> dict:
 
 
 def build(*, runs, status, checks, arms, config, machine, versions, started, wall_s, notes) -> dict:
-    names = [a for a in ["direct", "nginx", "gateway", "litellm", "onwards"] if a in arms]
+    names = [a for a in ORDER if a in arms]
     conc = runs["concurrency"]
     cs = sorted(conc, key=int)
     results: dict = {"concurrency": {}, "body": {}, "stream": {}}
@@ -137,6 +138,26 @@ def build(*, runs, status, checks, arms, config, machine, versions, started, wal
                 paired_diff(lat("nginx", "p50_ms"), lat("direct", "p50_ms")),
             )
 
+    # What a feature costs: the gateway against itself without it, paired per round (same noise).
+    costs = {}
+    top_c = cs[-1] if cs else None
+    for other, what in (("gateway-nousage", "usage accounting"), ("baseline", "everything since the baseline")):
+        if other in names and "gateway" in names and top_c:
+            costs[other] = {
+                "what": what,
+                "cpu_us_per_req": summary(
+                    [
+                        d * 1000
+                        for d in paired_diff(
+                            _vals(conc[top_c].get("gateway", []), "cpu_ms_per_req"),
+                            _vals(conc[top_c].get(other, []), "cpu_ms_per_req"),
+                        )
+                        if d is not None
+                    ]
+                ),
+                "throughput_ratio": ratio(peak("gateway"), peak(other)),
+            }
+
     gw = per_arm.get("gateway", {})
     head = {
         "throughput_ratio_vs_nginx": med(gw.get("throughput_ratio_vs_nginx")),
@@ -172,6 +193,7 @@ def build(*, runs, status, checks, arms, config, machine, versions, started, wal
         "arm_status": status,
         "route_checks": checks,
         "per_arm": per_arm,
+        "costs": costs,
         "results": results,
         "notes": notes,
         "raw": runs,
@@ -192,7 +214,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def tables(res: dict) -> str:
-    arms = [a for a in ["direct", "nginx", "gateway", "litellm", "onwards"] if a in res["arms"]]
+    arms = [a for a in ORDER if a in res["arms"]]
     label = {a: f"{a} ({res['arms'][a]['label']})" for a in arms}
     conc, body, stream, per = (
         res["results"]["concurrency"],
@@ -293,6 +315,13 @@ def tables(res: dict) -> str:
         for a in arms
     ]
     out += [_table(["arm", "CPU ms/req", "RSS MiB (max)", "backend cores busy"], rows), ""]
+    if res.get("costs"):
+        out.append(f"What a feature costs at c={top}: the gateway minus the same gateway without it, paired per round")
+        rows = [
+            [f"{c['what']} (vs {other})", fmt(c["cpu_us_per_req"], 1), fmt(c["throughput_ratio"], 3)]
+            for other, c in res["costs"].items()
+        ]
+        out += [_table(["feature", "CPU us/req", "throughput ratio"], rows), ""]
     out.append("Targets (gateway)")
     rows = []
     for t in res["targets"].values():
@@ -332,7 +361,7 @@ def plot(res: dict, path: Path) -> Path | None:
     conc = res["results"]["concurrency"]
     cs = sorted(conc, key=int)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for arm in [a for a in ["direct", "nginx", "gateway", "litellm", "onwards"] if a in res["arms"]]:
+    for arm in [a for a in ORDER if a in res["arms"]]:
         xs = [int(c) for c in cs if med(conc[c].get(arm, {}).get("p50_ms")) is not None]
         if not xs:
             continue

@@ -30,7 +30,7 @@ from . import arms as A
 
 OUT = REPO / "build" / "bench"
 DEBIAN_PACKAGES = ["wrk", "nginx", "libnginx-mod-http-lua", "lua-cjson"]
-ARM_ORDER = ["direct", "nginx", "gateway", "litellm", "onwards"]
+ARM_ORDER = [a for a in A.ORDER if a != "baseline"]  # baseline: only with --baseline
 BODY_SIZES = {"1KB": 1024, "100KB": 100 * 1024, "1MB": 1024 * 1024}
 STREAM_DELTAS, STREAM_INTERVAL_MS = 64, 20
 
@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-cpus", default="0", help="cores for wrk and the stream client (default 0)")
     p.add_argument("--backend-cpus", default="0", help="cores for the backends (default 0)")
     p.add_argument("--gateway-values", type=Path, help="extra values file for the gateway (try a tuning)")
+    p.add_argument("--baseline", metavar="REF", help="also run charts/api-gateway as it was at this git revision")
     p.add_argument(
         "--nice",
         type=int,
@@ -76,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.concurrency.insert(0, 1)  # added latency is measured at concurrency 1
     a.streams = a.streams or (1 if a.quick else 3)
     a.ttfe_streams = a.ttfe_streams if a.ttfe_streams is not None else (5 if a.quick else 20)
-    a.arms = [x for x in ARM_ORDER if x in a.arms.split(",")]
+    a.arms = [x for x in ARM_ORDER if x in a.arms.split(",")] + (["baseline"] if a.baseline else [])
     return a
 
 
@@ -163,11 +164,14 @@ class Bench:
         candidates: dict[str, A.Arm] = {
             "direct": A.Direct(self.backends, **common),
             "gateway": A.Gateway(self.backends, extra_values=extra, **common),
+            "gateway-nousage": A.GatewayNoUsage(self.backends, extra_values=extra, **common),
             "litellm": A.LiteLLM(self.backends, cache=OUT, install=install, **common),
             "onwards": A.Onwards(self.backends, cache=OUT, build=install, **common),
         }
         # The gateway first: plain nginx copies its body buffer sizes, so both spill alike.
-        order = ["direct", "gateway", "nginx", "litellm", "onwards"]
+        if self.args.baseline:
+            candidates["baseline"] = A.Baseline(self.backends, ref=self.args.baseline, **common)
+        order = ["direct", "gateway", "gateway-nousage", "baseline", "nginx", "litellm", "onwards"]
         for name in order:
             if name not in self.args.arms:
                 continue
@@ -193,7 +197,7 @@ class Bench:
                 continue
             self.status[name] = "ok"
             self.arms.append(arm)
-        self.arms.sort(key=lambda a: ARM_ORDER.index(a.name))
+        self.arms.sort(key=lambda a: A.ORDER.index(a.name))
 
     def check_routes(self) -> None:
         """One request per arm and body size: 200 from the routed backend (not the default model)."""

@@ -123,11 +123,16 @@ class GatewayError(AssertionError):
     pass
 
 
-def render(values: dict) -> list[dict]:
+def chart_dir(chart: str | Path | None = None) -> Path:
+    """The chart to run: the argument, else GATEWAY_CHART (the same tests against another copy of the
+    chart: a branch, a fork), else charts/api-gateway."""
+    chart = chart or os.environ.get("GATEWAY_CHART") or REPO / "charts" / "api-gateway"
+    return Path(chart).resolve()
+
+
+def render(values: dict, chart: str | Path | None = None) -> list[dict]:
     values = deep_merge(debian_overrides(), values)
-    # GATEWAY_CHART: run the same tests against another copy of the chart (a branch, a fork).
-    chart = os.environ.get("GATEWAY_CHART", "api-gateway")
-    return render_chart(chart, values, values_files=[MODELS, DEBIAN_VALUES])
+    return render_chart(chart_dir(chart), values, values_files=[MODELS, DEBIAN_VALUES])
 
 
 def _write(path: Path, data: bytes, root: Path) -> None:
@@ -190,36 +195,33 @@ def _volume(manifests: list[dict], name: str) -> dict:
 
 
 def start(
-    values: dict, *, secrets: dict[str, dict[str, str]] | None = None, name: str = "gw", ready_timeout: float = 15.0
+    values: dict,
+    *,
+    secrets: dict[str, dict[str, str]] | None = None,
+    name: str = "gw",
+    ready_timeout: float = 15.0,
+    chart: str | Path | None = None,
 ) -> Gateway:
-    """Render with `values` (on top of models.yaml and the Debian values), materialize, run, wait for /readyz."""
+    """Render with `values` (on top of models.yaml and the Debian values), materialize, run, wait for /readyz.
+    `chart`: another copy of the chart (the benchmark's baseline), see chart_dir()."""
     nginx = ensure_nginx()
     root = Path(tempfile.mkdtemp(prefix=f"gateway-{name}-"))
     os.chmod(root, 0o755)
     try:
-        return _start(nginx, root, values, secrets, name, ready_timeout)
+        return _start(nginx, root, values, secrets, name, ready_timeout, chart)
     except BaseException:
         if not os.environ.get("GATEWAY_KEEP_TMP"):
             shutil.rmtree(root, ignore_errors=True)
         raise
 
 
-def _start(nginx: str, root: Path, values: dict, secrets, name: str, ready_timeout: float) -> Gateway:
+def _start(nginx: str, root: Path, values: dict, secrets, name: str, ready_timeout: float, chart) -> Gateway:
     port, metrics_port = free_port(), free_port()
-    values = deep_merge(
-        {
-            "containerPort": port,
-            "metrics": {"port": metrics_port},
-            "paths": {
-                "configDir": str(root / "config"),
-                "tempDir": str(root / "tmp"),
-                "secretsDir": str(root / "secrets"),
-                "redisSecretDir": str(root / "redis-secret"),
-            },
-        },
-        values,
-    )
-    manifests = render(values)
+    paths = {"configDir": str(root / "config"), "tempDir": str(root / "tmp"), "secretsDir": str(root / "secrets")}
+    if "redisSecretDir" in (chart_dir(chart) / "values.yaml").read_text():  # older copies have no such path
+        paths["redisSecretDir"] = str(root / "redis-secret")
+    values = deep_merge({"containerPort": port, "metrics": {"port": metrics_port}, "paths": paths}, values)
+    manifests = render(values, chart)
     container = materialize(manifests, root, secrets or {})
     conf = root / "config" / "nginx.conf"
     if not conf.exists():

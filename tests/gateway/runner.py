@@ -109,14 +109,32 @@ class Gateway:
         """What to print when an assertion about this gateway fails."""
         return f"\n--- nginx error log (tail) ---\n{self.error_log()}\n--- end ---"
 
+    def workers(self) -> list[int]:
+        """PIDs of the master's worker processes now."""
+        out = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            try:
+                out += [int(x) for x in task.read_text().split()]
+            except OSError:
+                pass
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
+            workers = self.workers()
             self.proc.send_signal(signal.SIGQUIT)  # graceful: finish in-flight requests
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            # A worker stuck in a request outlives a killed master: never leave one behind.
+            for pid in workers:
+                try:
+                    if b"nginx: worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        os.kill(pid, signal.SIGKILL)
+                except (OSError, ProcessLookupError):
+                    pass
 
 
 class GatewayError(AssertionError):

@@ -222,6 +222,7 @@ def test_merge_groups_are_one_list():
     assert call_yaml("model-catalog.mergeGroups") == [
         "hfToken",
         "image",
+        "inferencePool",
         "podDisruptionBudget",
         "probes",
         "resources",
@@ -364,3 +365,32 @@ def test_every_chart_reads_image_pull_secrets_through_the_shared_helper():
     assert {p.parts[-3] for p in readers} >= {"api-gateway", "openwebui", "model-catalog"}, readers
     for p in readers:
         assert 'include "model-catalog.imagePullSecrets"' in p.read_text(), p.relative_to(paths.REPO)
+
+
+# --- what the model charts render for the Gateway API Inference Extension -------------------------
+
+
+def test_routed_names_are_the_model_its_aliases_and_its_adapters():
+    entry = {"modelName": "m", "aliases": ["a", "m"], "adapters": [{"name": "lora", "huggingfaceId": "org/l"}]}
+    assert call_yaml("model-catalog.routedNames", entry) == ["m", "a", "lora"]
+
+
+def test_inference_route_paths_default_to_the_gateways_own():
+    assert call_yaml("model-catalog.inferenceRoutePaths", {"modelName": "m"}) == call_yaml("model-catalog.gatewayPaths")
+    assert call_yaml("model-catalog.inferenceRoutePaths", {"inferencePool": {"route": {"paths": ["/v1"]}}}) == ["/v1"]
+
+
+def test_pod_template_labels_of_the_chart_win_over_the_entrys():
+    got = call_yaml(
+        "model-catalog.modelPodTemplate",
+        {
+            "model": {"modelName": "m", "engine": "vllm", "podLabels": {"llm-stack/role": "hijack", "team": "ml"}},
+            "podLabels": {"llm-stack/role": "leader"},
+            "container": {"name": "server"},
+        },
+        context=True,
+    )
+    assert got["metadata"]["labels"]["llm-stack/role"] == "leader"
+    assert got["metadata"]["labels"]["team"] == "ml"
+    assert got["spec"]["containers"] == [{"name": "server"}]
+    assert got["spec"]["automountServiceAccountToken"] is False

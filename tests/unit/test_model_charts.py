@@ -264,7 +264,14 @@ SAME = {
     "env": ([{"name": "EXTRA", "value": "1"}], lambda c, ms: {"name": "EXTRA", "value": "1"} in server(c, ms)["env"]),
     "resources": ({"limits": {"memory": "64Gi"}}, _check_resources),
     "replicas": (0, lambda c, ms: deployment(c, ms)["spec"]["replicas"] == 0),
+    "inferencePool": ({"enabled": True, "route": {"enabled": False}}, lambda c, ms: _check_pool(c, ms)),
 }
+
+
+def _check_pool(chart, ms):
+    (pool,) = [m for m in ms if m["kind"] == "InferencePool"]
+    assert pool["spec"]["selector"]["matchLabels"].items() <= pod_meta(chart, ms)["labels"].items()
+    assert pool["spec"]["targetPorts"] == [{"number": server(chart, ms)["ports"][0]["containerPort"]}]
 
 
 def _keys(key: str, value) -> dict:
@@ -290,6 +297,7 @@ def test_both_schemas_give_the_shared_keys_the_same_shape():
         "chatTemplate",
         "extraArgs",
         "gpuRequestCount",
+        "adapters",
     }
     for key in sorted(shared):
         assert key in vllm and key in gguf, key

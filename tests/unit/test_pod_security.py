@@ -301,6 +301,14 @@ def rendered(chart: str, values: str) -> list[dict]:
 
 def pods(manifests: list[dict]):
     for m in manifests:
+        if m.get("kind") == "LeaderWorkerSet":
+            # A multi-node model (charts/vllm-models): its leader and its workers are pods too.
+            lwt = m["spec"]["leaderWorkerTemplate"]
+            for role in ("leaderTemplate", "workerTemplate"):
+                tpl = lwt.get(role) or {}
+                if tpl:
+                    yield f"LeaderWorkerSet/{m['metadata']['name']}/{role}", (tpl.get("metadata") or {}, tpl["spec"])
+            continue
         found = pod_spec(m)
         if found:
             yield f"{m['kind']}/{m['metadata']['name']}", found

@@ -571,11 +571,9 @@ class TestLoraAdapters:
             }
         )
         args = server(ms)["args"]
-        assert [args[i + 1] for i, a in enumerate(args) if a == "--lora"] == [
-            "/mnt/models/loras/sql.gguf",
-            "/mnt/adapters/1/chat.gguf",
-        ]
-        assert "--lora-init-without-apply" not in args
+        # One flag: llama.cpp build 11669 deprecates a repeated --lora.
+        assert args.count("--lora") == 1 and "--lora-scaled" not in args
+        assert flag(args, "--lora") == "/mnt/models/loras/sql.gguf,/mnt/adapters/1/chat.gguf"
         assert volume(ms, "adapter-1") == {
             "name": "adapter-1",
             "hostPath": {"path": "/srv/lora/chat.gguf", "type": "File"},
@@ -584,16 +582,47 @@ class TestLoraAdapters:
             "volumeMounts"
         ]
 
-    def test_apply_adapters_false_loads_them_switched_off(self):
-        args = server(
-            render({"models": [{**TINY, "applyAdapters": False, "adapters": [{"name": "a", "path": "a.gguf"}]}]})
-        )["args"]
-        assert args[-3:] == ["--lora", "/mnt/models/a.gguf", "--lora-init-without-apply"]
+    def test_apply_adapters_false_loads_them_at_scale_zero(self):
+        adapters = [{"name": "a", "path": "a.gguf"}, {"name": "b", "hostPath": "/srv/b.gguf"}]
+        args = server(render({"models": [{**TINY, "applyAdapters": False, "adapters": adapters}]}))["args"]
+        assert args[-2:] == ["--lora-scaled", "/mnt/models/a.gguf:0,/mnt/adapters/1/b.gguf:0"]
+        assert "--lora" not in args
 
     def test_apply_adapters_alone_adds_nothing(self):
-        assert "--lora-init-without-apply" not in server(render({"models": [{**TINY, "applyAdapters": False}]}))["args"]
+        args = server(render({"models": [{**TINY, "applyAdapters": False}]}))["args"]
+        assert "--lora" not in args and "--lora-scaled" not in args
 
-    def test_a_comma_in_an_adapter_file_is_refused(self):
+    @pytest.mark.parametrize("path", ["a,b.gguf", "a:b.gguf"])
+    def test_a_separator_in_an_adapter_file_is_refused(self, path):
         with pytest.raises(HelmError) as err:
-            render({"models": [{**TINY, "adapters": [{"name": "a", "path": "a,b.gguf"}]}]})
-        assert "holds a comma, which llama-server's --lora reads as a list separator" in err.value.stderr
+            render({"models": [{**TINY, "adapters": [{"name": "a", "path": path}]}]})
+        assert "holds a comma or a colon, which llama-server's --lora and --lora-scaled read as separators" in err.value.stderr
+
+
+class TestInferencePool:
+    def test_pool_and_route_for_a_llama_server_model(self):
+        ms = render(
+            {
+                "models": [{**TINY, "aliases": ["t"]}],
+                "defaults": {
+                    "inferencePool": {
+                        "enabled": True,
+                        "route": {"parentRefs": [{"name": "gw"}], "header": "X-Gateway-Model"},
+                    }
+                },
+            }
+        )
+        pool = get(ms, "InferencePool", "ramalama-tiny")
+        assert pool["spec"]["targetPorts"] == [{"number": 8080}]
+        labels = deployment(ms)["spec"]["template"]["metadata"]["labels"]
+        assert pool["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        rule = get(ms, "HTTPRoute", "ramalama-tiny")["spec"]["rules"][0]
+        assert {(m["headers"][0]["name"], m["headers"][0]["value"]) for m in rule["matches"]} == {
+            ("X-Gateway-Model", "tiny"),
+            ("X-Gateway-Model", "t"),
+        }
+
+    def test_a_route_without_a_gateway_is_refused(self):
+        with pytest.raises(HelmError) as err:
+            render({"models": [{**TINY, "inferencePool": {"enabled": True}}]})
+        assert "models[0] (tiny): inferencePool.route.parentRefs is empty" in err.value.stderr

@@ -714,3 +714,338 @@ def test_an_adapters_volume_name_is_the_charts_own():
         }
     )
     assert 'extraVolumes: the volume name "adapter-0" is the chart\'s own' in err
+
+
+# --- accelerator presets ---------------------------------------------------------------------------
+
+
+def test_cuda_is_the_default_preset_and_renders_as_before():
+    c = container(render(model()))
+    assert c["image"] == "vllm/vllm-openai:v0.11.0"
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": 1}
+
+
+def test_rocm_preset_sets_image_resource_and_groups_and_keeps_the_pod_hardened():
+    ms = render(
+        model(accelerator="rocm", gpuRequestCount=2),
+        accelerators={"rocm": {"supplementalGroups": [44, 109]}},
+    )
+    c, p = container(ms), pod(ms)
+    assert c["image"] == "rocm/vllm:rocm7.0.0_vllm_0.11.1_20251103"
+    assert c["resources"]["limits"] == {"amd.com/gpu": 2}
+    assert p["securityContext"]["supplementalGroups"] == [44, 109]
+    assert p["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "/dev/shm" in mounts(ms)  # tensor parallel 2
+
+
+def test_a_presets_image_replaces_the_cuda_image_whole_digest_included():
+    ms = render(
+        model(accelerator="rocm"),
+        image={"repository": "vllm/vllm-openai", "tag": "v0.11.0", "digest": "sha256:" + "0" * 64},
+    )
+    assert container(ms)["image"] == "rocm/vllm:rocm7.0.0_vllm_0.11.1_20251103"
+
+
+def test_tpu_preset_takes_every_chip_of_the_host_and_the_slices_node_labels():
+    ms = render(model(accelerator="tpu", tpuTopology="2x4"))
+    c, p = container(ms), pod(ms)
+    assert c["image"] == "vllm/vllm-tpu:v0.11.1"
+    assert c["resources"]["limits"] == {"google.com/tpu": 8}
+    assert flag(args(ms), "--tensor-parallel-size") == "8"
+    assert p["nodeSelector"] == {
+        "cloud.google.com/gke-tpu-accelerator": "tpu-v6e-slice",
+        "cloud.google.com/gke-tpu-topology": "2x4",
+    }
+    assert {"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"} in p["tolerations"]
+    assert env(ms)["VLLM_XLA_CACHE_PATH"]["value"] == "/data/xla-cache"  # compiled graphs survive restarts
+    assert env(ms)["PJRT_DEVICE"]["value"] == "TPU"
+
+
+def test_the_entry_wins_over_the_preset_key_by_key():
+    ms = render(
+        model(
+            accelerator="tpu",
+            tpuTopology="2x2",
+            nodeSelector={"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice", "pool": "a"},
+            env=[{"name": "PJRT_DEVICE", "value": "CPU"}],
+            extraArgs=["--max-num-seqs", "64"],
+        ),
+        accelerators={"tpu": {"extraArgs": ["--enable-prefix-caching"]}},
+    )
+    assert pod(ms)["nodeSelector"] == {
+        "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+        "cloud.google.com/gke-tpu-topology": "2x2",
+        "pool": "a",
+    }
+    assert [e["value"] for e in container(ms)["env"] if e["name"] == "PJRT_DEVICE"] == ["CPU"]
+    assert args(ms)[-3:] == ["--enable-prefix-caching", "--max-num-seqs", "64"]
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"accelerator": "tpu"}, "accelerator tpu needs tpuTopology"),
+        ({"accelerator": "tpu", "tpuTopology": "3x3"}, "tpuTopology 3x3 is not a slice of accelerators.tpu"),
+        (
+            {"accelerator": "tpu", "tpuTopology": "2x4", "tensorParallelSize": 3},
+            "tensorParallelSize 3 x pipelineParallelSize 1 = 3 chips does not fit tpuTopology 2x4 (8 chips)",
+        ),
+        (
+            {"accelerator": "tpu", "tpuTopology": "2x4", "tensorParallelSize": 16},
+            "= 16 chips does not fit tpuTopology 2x4 (8 chips)",
+        ),
+        (
+            {"accelerator": "tpu", "tpuTopology": "2x4", "gpuRequestCount": 4},
+            "GKE gives a TPU pod all 8 chips of its host; set gpuRequestCount: 8",
+        ),
+        (
+            {"accelerator": "tpu", "tpuTopology": "4x4"},
+            "tpuTopology 4x4 is 16 chips on 4 host(s) of 4, and nodes is 1; set nodes: 4",
+        ),
+        ({"tpuTopology": "2x2"}, "tpuTopology 2x2 is set, but accelerator cuda is not a TPU"),
+        ({"engine": "sglang", "accelerator": "rocm"}, "accelerator rocm has a preset image for engine vllm only"),
+    ],
+)
+def test_combinations_that_cannot_schedule_are_refused(entry, message):
+    assert message in fails({"models": [model(**entry)]})
+
+
+def test_a_slice_of_two_4_chip_hosts_is_a_settings_change():
+    # A 2x4 pool of two ct6e-standard-4t hosts: 4 chips a pod, two pods.
+    ms = render(
+        model(accelerator="tpu", tpuTopology="2x4", nodes=2), accelerators={"tpu": {"chipsPerHost": {"2x4": 4}}}
+    )
+    lws = get(ms, "LeaderWorkerSet", "vllm-m")
+    leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    assert leader["resources"]["limits"] == {"google.com/tpu": 4}
+    assert flag(leader["args"], "--tensor-parallel-size") == "8"
+    assert "--pipeline-parallel-size" not in leader["args"]
+
+
+# --- models across nodes (LeaderWorkerSet) ------------------------------------------------------------
+
+
+def lws_pods(ms, name="m"):
+    t = get(ms, "LeaderWorkerSet", f"vllm-{name}")["spec"]["leaderWorkerTemplate"]
+    return t["leaderTemplate"], t["workerTemplate"]
+
+
+def test_nodes_above_one_is_a_leaderworkerset_with_ray_and_derived_parallel_sizes():
+    ms = render(model(nodes=2, gpuRequestCount=8, replicas=2))
+    assert not find(ms, "Deployment")
+    lws = get(ms, "LeaderWorkerSet", "vllm-m")
+    assert lws["spec"]["replicas"] == 2
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2
+    assert lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"
+    assert lws["spec"]["networkConfig"] == {"subdomainPolicy": "UniquePerReplica"}
+    leader, worker = lws_pods(ms)
+    lc, wc = leader["spec"]["containers"][0], worker["spec"]["containers"][0]
+    assert lc["command"] == ["/bin/sh", "/etc/llm-stack/multinode/multinode.sh", "leader"]
+    assert lc["args"][:3] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert flag(lc["args"], "--tensor-parallel-size") == "8"
+    assert flag(lc["args"], "--pipeline-parallel-size") == "2"
+    assert flag(lc["args"], "--distributed-executor-backend") == "ray"
+    assert wc["command"] == ["/bin/sh", "/etc/llm-stack/multinode/multinode.sh", "worker"]
+    assert "args" not in wc and "ports" not in wc and "readinessProbe" not in wc
+    assert lc["startupProbe"]["httpGet"]["path"] == "/health"
+    for c in (lc, wc):
+        assert c["resources"]["limits"] == {"nvidia.com/gpu": 8}
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    assert leader["metadata"]["labels"]["llm-stack/role"] == "leader"
+    assert worker["metadata"]["labels"]["llm-stack/role"] == "worker"
+    cm = get(ms, "ConfigMap", "test-vllm-models-multinode")
+    assert (
+        cm["data"]["multinode.sh"]
+        == (Path(__file__).resolve().parents[2] / "charts/vllm-models/files/multinode.sh").read_text()
+    )
+    assert (
+        leader["metadata"]["annotations"]["checksum/multinode"]
+        == worker["metadata"]["annotations"]["checksum/multinode"]
+    )
+
+
+def test_only_the_leader_serves_both_services_and_the_pool():
+    ms = render(model(nodes=2, gpuRequestCount=4, inferencePool={"enabled": True, "route": {"enabled": False}}))
+    for name in ("vllm-m", "vllm-m-pods"):
+        assert get(ms, "Service", name)["spec"]["selector"]["llm-stack/role"] == "leader"
+    assert get(ms, "InferencePool", "vllm-m")["spec"]["selector"]["matchLabels"]["llm-stack/role"] == "leader"
+    # One Deployment model beside it keeps its selector without a role.
+    assert "llm-stack/role" not in get(render(model()), "Service", "vllm-m")["spec"]["selector"]
+
+
+def test_each_pod_of_a_group_gets_its_own_cache_unless_it_is_shared():
+    ms = render(model(nodes=2, gpuRequestCount=8, pvcSize="800Gi", pvcKeep=False))
+    assert not find(ms, "PersistentVolumeClaim")
+    t = get(ms, "LeaderWorkerSet", "vllm-m")["spec"]["leaderWorkerTemplate"]
+    (vct,) = t["volumeClaimTemplates"]
+    assert vct["metadata"]["name"] == "cache" and vct["spec"]["resources"]["requests"]["storage"] == "800Gi"
+    assert t["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Delete", "whenScaled": "Delete"}
+    leader, _ = lws_pods(ms)
+    assert "cache" not in {v["name"] for v in leader["spec"]["volumes"]}
+    shared = render(model(nodes=2, gpuRequestCount=8, accessModes=["ReadWriteMany"]))
+    assert "volumeClaimTemplates" not in get(shared, "LeaderWorkerSet", "vllm-m")["spec"]["leaderWorkerTemplate"]
+    assert get(shared, "PersistentVolumeClaim", "vllm-m-cache")
+    leader, _ = lws_pods(shared)
+    assert {"name": "cache", "persistentVolumeClaim": {"claimName": "vllm-m-cache"}} in leader["spec"]["volumes"]
+
+
+def test_a_tpu_slice_over_hosts_is_one_group_on_one_node_pool():
+    ms = render(model(accelerator="tpu", tpuTopology="4x4", nodes=4))
+    lws = get(ms, "LeaderWorkerSet", "vllm-m")
+    assert lws["metadata"]["annotations"] == {
+        "leaderworkerset.sigs.k8s.io/exclusive-topology": "cloud.google.com/gke-nodepool"
+    }
+    leader, _ = lws_pods(ms)
+    lc = leader["spec"]["containers"][0]
+    assert lc["resources"]["limits"] == {"google.com/tpu": 4}
+    assert flag(lc["args"], "--tensor-parallel-size") == "16" and "--pipeline-parallel-size" not in lc["args"]
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            {"nodes": 2, "gpuRequestCount": 8, "tensorParallelSize": 8, "pipelineParallelSize": 1},
+            "tensorParallelSize 8 x pipelineParallelSize 1 = 8 ranks, but nodes 2 x gpuRequestCount 8 = 16 GPUs",
+        ),
+        ({"nodes": 2, "gpuRequestCount": 0}, "nodes 2 with gpuRequestCount 0"),
+        ({"nodes": 2, "gpuRequestCount": 8, "engine": "sglang"}, "engine sglang runs on one node"),
+        (
+            {"nodes": 2, "gpuRequestCount": 8, "args": ["--model", "x"]},
+            "the leader wraps the generated one in the Ray launcher",
+        ),
+        ({"nodes": 2, "gpuRequestCount": 8, "strategy": {"type": "Recreate"}}, "strategy is a Deployment's"),
+        (
+            {"pipelineParallelSize": 2},
+            "tensorParallelSize 1 x pipelineParallelSize 2 needs 2 GPUs, but gpuRequestCount is 1",
+        ),
+    ],
+)
+def test_multi_node_sizes_that_cannot_work_are_refused(entry, message):
+    assert message in fails({"models": [model(**entry)]})
+
+
+def test_a_groups_headless_service_must_not_be_another_models_object():
+    err = fails({"models": [model("a", nodes=2, gpuRequestCount=8), model("a-0")]})
+    assert (
+        "its LeaderWorkerSet names the headless Service of group 0 vllm-a-0, which is an object of the model a-0" in err
+    )
+
+
+# --- InferencePool and HTTPRoute -------------------------------------------------------------------
+
+
+def test_inference_pool_selects_the_models_pods_on_the_serving_port():
+    ms = render(model(port=8001, inferencePool={"enabled": True, "route": {"enabled": False}}))
+    pool = get(ms, "InferencePool", "vllm-m")
+    assert pool["apiVersion"] == "inference.networking.k8s.io/v1"
+    assert pool["spec"] == {
+        "selector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "vllm-models",
+                "app.kubernetes.io/instance": "test",
+                "llm-stack/model": "m",
+            }
+        },
+        "targetPorts": [{"number": 8001}],
+    }
+    labels = deployment(ms)["spec"]["template"]["metadata"]["labels"]
+    assert pool["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert not find(ms, "HTTPRoute")
+
+
+def test_inference_pool_is_off_by_default():
+    assert not find(render(model()), "InferencePool") and not find(render(model()), "HTTPRoute")
+
+
+def test_endpoint_picker_and_failure_mode_are_optional():
+    ms = render(
+        model(
+            inferencePool={
+                "enabled": True,
+                "endpointPickerRef": {"name": "epp", "port": 9002, "failureMode": "FailOpen"},
+                "route": {"enabled": False},
+            }
+        )
+    )
+    assert get(ms, "InferencePool", "vllm-m")["spec"]["endpointPickerRef"] == {
+        "name": "epp",
+        "port": {"number": 9002},
+        "failureMode": "FailOpen",
+    }
+
+
+def test_route_sends_every_name_of_the_model_on_the_gateways_paths_to_its_pool():
+    ms = render(
+        model(
+            aliases=["org/model"],
+            adapters=[{"name": "m-sql", "huggingfaceId": "org/sql"}],
+            inferencePool={"enabled": True, "route": {"parentRefs": [{"name": "gw", "namespace": "edge"}]}},
+        )
+    )
+    route = get(ms, "HTTPRoute", "vllm-m")
+    assert route["spec"]["parentRefs"] == [{"name": "gw", "namespace": "edge"}]
+    (rule,) = route["spec"]["rules"]
+    assert rule["backendRefs"] == [{"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "vllm-m"}]
+    assert rule["timeouts"] == {"request": "3600s", "backendRequest": "3600s"}
+    pairs = {(m["path"]["value"], m["headers"][0]["value"]) for m in rule["matches"]}
+    paths = {"/v1", "/v2/rerank", "/tokenize", "/detokenize", "/pooling", "/classify", "/score", "/rerank"}
+    assert pairs == {(p, n) for p in paths for n in ("m", "org/model", "m-sql")}
+    assert {m["headers"][0]["name"] for m in rule["matches"]} == {"X-Gateway-Model-Name"}
+    assert all(m["path"]["type"] == "PathPrefix" and m["headers"][0]["type"] == "Exact" for m in rule["matches"])
+
+
+def test_route_splits_into_rules_of_at_most_64_matches():
+    aliases = [f"alias-{i}" for i in range(9)]  # 10 names x 8 paths = 80 matches
+    ms = render(model(aliases=aliases, inferencePool={"enabled": True, "route": {"parentRefs": [{"name": "gw"}]}}))
+    rules = get(ms, "HTTPRoute", "vllm-m")["spec"]["rules"]
+    assert [len(r["matches"]) for r in rules] == [64, 16]
+
+
+@pytest.mark.parametrize(
+    "pool, message",
+    [
+        ({"enabled": True}, "inferencePool.route.parentRefs is empty: name the Gateway the HTTPRoute attaches to"),
+        (
+            {"enabled": True, "route": {"enabled": False}, "endpointPickerRef": {"name": "epp"}},
+            'inferencePool.endpointPickerRef.port is required for the Service "epp"',
+        ),
+        (
+            {"enabled": True, "route": {"enabled": False}, "endpointPickerRef": {"failureMode": "FailOpen"}},
+            "failureMode FailOpen applies to an endpoint picker, and endpointPickerRef.name is empty",
+        ),
+    ],
+)
+def test_inference_pools_the_api_server_would_refuse_are_refused_with_the_fix(pool, message):
+    assert message in fails({"models": [model(inferencePool=pool)]})
+
+
+def test_too_many_names_for_one_route_are_refused():
+    err = fails(
+        {
+            "models": [
+                model(
+                    aliases=[f"a{i}" for i in range(16)],
+                    inferencePool={"enabled": True, "route": {"parentRefs": [{"name": "gw"}]}},
+                )
+            ]
+        }
+    )
+    assert (
+        "17 routed names (modelName, aliases, adapters) x 8 paths is 136 matches, and an HTTPRoute holds at most 128"
+        in err
+    )
+
+
+def test_an_entry_turns_its_pool_off_and_keeps_the_defaults_route_settings():
+    ms = render(
+        model("a"),
+        model("b", inferencePool={"enabled": False}),
+        model("c", inferencePool={"route": {"header": "X-Gateway-Model"}}),
+        defaults={"inferencePool": {"enabled": True, "route": {"parentRefs": [{"name": "gw"}]}}},
+    )
+    assert {p["metadata"]["name"] for p in find(ms, "InferencePool")} == {"vllm-a", "vllm-c"}
+    route_c = get(ms, "HTTPRoute", "vllm-c")
+    assert route_c["spec"]["parentRefs"] == [{"name": "gw"}]
+    assert route_c["spec"]["rules"][0]["matches"][0]["headers"][0]["name"] == "X-Gateway-Model"

@@ -16,7 +16,7 @@ entry and `defaults`, in both model charts; every other key an entry sets
 replaces the default whole. As a YAML list.
 */}}
 {{- define "model-catalog.mergeGroups" -}}
-{{- toYaml (list "hfToken" "image" "podDisruptionBudget" "probes" "resources" "service" "serviceMonitor") }}
+{{- toYaml (list "hfToken" "image" "inferencePool" "podDisruptionBudget" "probes" "resources" "service" "serviceMonitor") }}
 {{- end }}
 
 {{/* An entry with `defaults` filled in by the rule above. Argument: dict "model" ENTRY "defaults" MAP. */}}
@@ -56,12 +56,22 @@ upgrade that changes nothing in the pod does not restart a loaded model.
 Both Services of one model: <kind>-<modelName> (service.type, default ClusterIP)
 on port 8080, where the api-gateway and clients send requests, and the headless
 <kind>-<modelName>-pods on the container port, whose DNS SRV records list every
-ready pod. Argument: dict "context" $ "model" $m "namespace" NS.
+ready pod. "selector" (optional) narrows both to the pods that serve HTTP (the
+leader of a multi-node group). Argument: dict "context" $ "model" $m "namespace" NS
+"selector" MAP.
 */}}
 {{- define "model-catalog.modelServices" -}}
 {{- $m := .model }}
 {{- $ctx := dict "context" .context "model" $m }}
 {{- $svc := $m.service | default dict }}
+{{- $selector := include "model-catalog.modelSelectorLabels" $ctx }}
+{{- with .selector }}
+{{- $merged := $selector | fromYaml }}
+{{- range $k, $v := . }}
+{{- $_ := set $merged $k $v }}
+{{- end }}
+{{- $selector = toYaml $merged }}
+{{- end }}
 # The api-gateway routes "{{ $m.modelName }}" here: the name and port come from model-catalog.
 apiVersion: v1
 kind: Service
@@ -77,7 +87,7 @@ metadata:
 spec:
   type: {{ $svc.type | default "ClusterIP" }}
   selector:
-    {{- include "model-catalog.modelSelectorLabels" $ctx | nindent 4 }}
+    {{- $selector | nindent 4 }}
   ports:
     - name: http
       port: {{ include "model-catalog.servicePort" $m }}
@@ -98,7 +108,7 @@ spec:
   clusterIP: None
   publishNotReadyAddresses: false
   selector:
-    {{- include "model-catalog.modelSelectorLabels" $ctx | nindent 4 }}
+    {{- $selector | nindent 4 }}
   ports:
     - name: http
       port: {{ int $m.port }}
@@ -295,61 +305,79 @@ spec:
     matchLabels:
       {{- include "model-catalog.modelSelectorLabels" $ctx | nindent 6 }}
   template:
-    metadata:
-      labels:
-        {{- include "model-catalog.modelPodLabels" $ctx | nindent 8 }}
-      {{- with (include "model-catalog.mergeLabels" (dict "own" .podAnnotations "extra" $m.podAnnotations) | fromYaml) }}
-      annotations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-    spec:
-      {{- with .serviceAccountName }}
-      serviceAccountName: {{ . }}
-      {{- end }}
-      # The servers never call the Kubernetes API.
-      automountServiceAccountToken: false
-      # Service links would inject <SERVICE>_PORT=tcp://... variables (VLLM_PORT crashes vLLM).
-      enableServiceLinks: false
-      {{- with (include "model-catalog.imagePullSecrets" .context.Values.imagePullSecrets | trim) }}
-      imagePullSecrets:
-        {{- . | nindent 8 }}
-      {{- end }}
-      {{- with $m.runtimeClassName }}
-      runtimeClassName: {{ . }}
-      {{- end }}
-      {{- with $m.priorityClassName }}
-      priorityClassName: {{ . }}
-      {{- end }}
-      {{- with .podSecurityContext }}
-      securityContext:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $m.nodeSelector }}
-      nodeSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $m.tolerations }}
-      tolerations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $m.affinity }}
-      affinity:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $m.topologySpreadConstraints }}
-      topologySpreadConstraints:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with (concat (.initContainers | default list) ($m.initContainers | default list)) }}
-      initContainers:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      containers:
-        {{- toYaml (prepend ($m.sidecars | default list) .container) | nindent 8 }}
-      {{- with (concat (.volumes | default list) ($m.extraVolumes | default list)) }}
-      volumes:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
+    {{- include "model-catalog.modelPodTemplate" . | trim | nindent 4 }}
+{{- end }}
+
+{{/*
+A model's pod template (metadata and spec), as YAML: the pod skeleton both model
+charts share, in a Deployment (model-catalog.modelDeployment) or in a
+LeaderWorkerSet's leader and worker templates (charts/vllm-models). Takes the
+arguments of model-catalog.modelDeployment, plus "podLabels" MAP: labels the
+chart adds to these pods (e.g. a leader/worker role; they win, like the chart's
+own, over the entry's podLabels).
+*/}}
+{{- define "model-catalog.modelPodTemplate" -}}
+{{- $m := .model }}
+{{- $ctx := dict "context" .context "model" $m }}
+{{- $labels := include "model-catalog.modelPodLabels" $ctx | fromYaml }}
+{{- range $k, $v := (.podLabels | default dict) }}
+{{- $_ := set $labels $k $v }}
+{{- end }}
+metadata:
+  labels:
+    {{- toYaml $labels | nindent 4 }}
+  {{- with (include "model-catalog.mergeLabels" (dict "own" .podAnnotations "extra" $m.podAnnotations) | fromYaml) }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with .serviceAccountName }}
+  serviceAccountName: {{ . }}
+  {{- end }}
+  # The servers never call the Kubernetes API.
+  automountServiceAccountToken: false
+  # Service links would inject <SERVICE>_PORT=tcp://... variables (VLLM_PORT crashes vLLM).
+  enableServiceLinks: false
+  {{- with (include "model-catalog.imagePullSecrets" .context.Values.imagePullSecrets | trim) }}
+  imagePullSecrets:
+    {{- . | nindent 4 }}
+  {{- end }}
+  {{- with $m.runtimeClassName }}
+  runtimeClassName: {{ . }}
+  {{- end }}
+  {{- with $m.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with .podSecurityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $m.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $m.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $m.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $m.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with (concat (.initContainers | default list) ($m.initContainers | default list)) }}
+  initContainers:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    {{- toYaml (prepend ($m.sidecars | default list) .container) | nindent 4 }}
+  {{- with (concat (.volumes | default list) ($m.extraVolumes | default list)) }}
+  volumes:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
 
 {{/*

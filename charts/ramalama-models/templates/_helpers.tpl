@@ -85,6 +85,7 @@ progressDeadlineSeconds. Argument: dict "context" $ "model" $m.
 {{- $_ := set $m "replicas" (ternary (int $m.replicas) 1 (hasKey $m "replicas")) }}
 {{- $_ := set $m "port" (int ($m.port | default 8080)) }}
 {{- $_ := set $m "applyAdapters" (ne (toString $m.applyAdapters) "false") }}
+{{- $_ := set $m "gpuRequestCount" (ternary 1 (int $m.gpuRequestCount) (kindIs "invalid" $m.gpuRequestCount)) }}
 {{- if kindIs "invalid" $m.gpuLayers }}
 {{- $_ := set $m "gpuLayers" (ternary 0 999 (eq $m.accelerator "cpu")) }}
 {{- end }}
@@ -145,9 +146,9 @@ YAML `models: [...]`. Every template ranges over this one list.
 {{/*
 llama-server arguments, in the shape Ramalama runs it:
 --host 0.0.0.0 --port P --model /mnt/models/FILE --alias NAME --ctx-size N -ngl N [--threads N] [--metrics]
-[--lora FILE... [--lora-init-without-apply]] [--jinja --chat-template-file FILE | --chat-template NAME] EXTRA...
-llama-server applies every --lora adapter to every request (scale 1) unless started with
---lora-init-without-apply (applyAdapters: false); a request picks its own with `"lora": [{"id": N,
+[--lora FILE,FILE... | --lora-scaled FILE:0,FILE:0...] [--jinja --chat-template-file FILE | --chat-template NAME] EXTRA...
+llama-server applies every adapter to every request at its scale: 1 with --lora, 0 with
+--lora-scaled FILE:0 (applyAdapters: false); a request sets its own with `"lora": [{"id": N,
 "scale": S}]` (N: the adapter's position in `adapters`), whatever its `model` says.
 Argument: dict "context" $ "model" $m (resolved). Output: YAML list.
 */}}
@@ -160,11 +161,14 @@ Argument: dict "context" $ "model" $m (resolved). Output: YAML list.
 {{- if $m.metrics }}
 {{- $args = append $args "--metrics" }}
 {{- end }}
-{{- range (include "model-catalog.adapters" $m | fromYaml).adapters }}
-{{- $args = concat $args (list "--lora" .source) }}
+{{- with (include "model-catalog.adapters" $m | fromYaml).adapters }}
+{{- /* One flag with the files comma-separated: build 11669 deprecates a repeated --lora. Off:
+every adapter at scale 0 (--lora-init-without-apply left them applied to requests there). */}}
+{{- $files := list }}
+{{- range . }}
+{{- $files = append $files (ternary .source (printf "%s:0" .source) $m.applyAdapters) }}
 {{- end }}
-{{- if and $m.adapters (not $m.applyAdapters) }}
-{{- $args = append $args "--lora-init-without-apply" }}
+{{- $args = concat $args (list (ternary "--lora" "--lora-scaled" $m.applyAdapters) (join "," $files)) }}
 {{- end }}
 {{- with $m.chatTemplate }}
 {{- if or (include "model-catalog.chatTemplateInline" $m) (hasPrefix "/" (toString .)) }}
@@ -362,8 +366,8 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{ $w }}: sha256 must be the 64 hex characters of the file's SHA-256 (sha256sum FILE), not {{ $m.sha256 | quote }}.
 {{- end }}
 {{- range $k, $a := (include "model-catalog.adapters" $m | fromYaml).adapters }}
-{{- if contains "," $a.source }}
-{{ $w }}: adapters[{{ $k }}] ({{ $a.name }}): {{ $a.source | quote }} holds a comma, which llama-server's --lora reads as a list separator; rename the file.
+{{- if regexMatch "[,:]" $a.source }}
+{{ $w }}: adapters[{{ $k }}] ({{ $a.name }}): {{ $a.source | quote }} holds a comma or a colon, which llama-server's --lora and --lora-scaled read as separators (FILE:SCALE,FILE:SCALE); rename the file.
 {{- end }}
 {{- end }}
 {{- if and (eq $m.accelerator "cpu") (gt (int $m.gpuLayers) 0) }}
@@ -378,6 +382,7 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- $containers := list "llama-server" }}
 {{- if include "ramalama-models.fetches" . }}{{ $containers = append $containers "fetch-model" }}{{ end }}
 {{- include "model-catalog.validatePod" (dict "model" $m "where" $w "volumes" $volumeNames "mounts" $mountPaths "containers" $containers) }}
+{{- include "model-catalog.validateInferencePool" (dict "model" $m "where" $w) }}
 {{- else }}
 {{- include "model-catalog.plainSecretEnv" (dict "where" $w "env" $m.env) }}
 {{- end }}

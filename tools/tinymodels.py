@@ -289,3 +289,83 @@ def write_hf_llama(hf_home: Path, repo_id: str, **shape: Any) -> Path:
     `repo_id`; returns the snapshot directory. `vllm serve repo_id` with HF_HOME=hf_home and
     HF_HUB_OFFLINE=1 serves it as if it had been downloaded."""
     return write_hf_cache(hf_home, repo_id, hf_llama_files(**shape))
+
+
+def write_gguf_lora(
+    path: Path,
+    *,
+    width: int = 64,
+    layers: int = 2,
+    rank: int = 4,
+    alpha: float = 8.0,
+    targets: tuple[str, ...] = ("attn_q", "attn_v"),
+    seed: int = 1,
+) -> Path:
+    """Write a LoRA adapter GGUF for write_gguf's model (same width and layers) and return it:
+    `general.type = adapter`, `adapter.type = lora`, and per block and target a `.lora_a`
+    (rank x width) and `.lora_b` (width x rank) tensor, as llama.cpp's convert_lora_to_gguf.py
+    writes them (llama-server --lora)."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    for i in range(layers):
+        for t in targets:
+            # numpy shapes are ggml's ne reversed: lora_a ne = [width, rank], lora_b ne = [rank, width].
+            writer.add_tensor(f"blk.{i}.{t}.weight.lora_a", _weights(rng, rank, width))
+            writer.add_tensor(f"blk.{i}.{t}.weight.lora_b", _weights(rng, width, rank))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(path)
+    return path
+
+
+def hf_lora_files(
+    *,
+    width: int = 64,
+    layers: int = 2,
+    rank: int = 8,
+    alpha: int = 16,
+    targets: tuple[str, ...] = ("q_proj", "v_proj"),
+    base: str = "org/tiny-llama",
+    seed: int = 1,
+) -> dict[str, bytes]:
+    """The files of a PEFT LoRA adapter for hf_llama_files' model (same width and layers), by
+    name: adapter_config.json and adapter_model.safetensors (`base_model.model.model.layers.N.
+    self_attn.<target>.lora_A.weight` rank x width, `lora_B.weight` width x rank), the layout vLLM
+    loads with --lora-modules. Written by hand: no peft, no torch."""
+    from safetensors.numpy import save
+
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for i in range(layers):
+        for t in targets:
+            key = f"base_model.model.model.layers.{i}.self_attn.{t}"
+            tensors[f"{key}.lora_A.weight"] = _weights(rng, rank, width)
+            tensors[f"{key}.lora_B.weight"] = _weights(rng, width, rank)
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": list(targets),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "modules_to_save": None,
+        "use_rslora": False,
+        "use_dora": False,
+    }
+    return {
+        "adapter_config.json": (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
+        "adapter_model.safetensors": save(tensors, metadata={"format": "pt"}),
+    }

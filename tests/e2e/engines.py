@@ -39,7 +39,8 @@ class Server:
     env: dict[str, str]
     model: str  # the served model name (modelName)
     changes: list[str] = field(default_factory=list)
-    # Files the chart mounts from its own ConfigMaps (a chat template): mount path -> {name: text}.
+    # Files the chart mounts from its own ConfigMaps (a chat template), and tiny stand-ins of the
+    # LoRA adapters its command line loads (adapter_stand_ins): mount path -> {relative name: bytes}.
     files: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     @property
@@ -85,6 +86,8 @@ def rendered_servers() -> tuple[Server, ...]:
                 for m in container.get("volumeMounts", [])
                 if m["name"] in volumes and volumes[m["name"]] in config_maps
             }
+            for mount, adapter_files in adapter_stand_ins(engine, list(container.get("args", []))).items():
+                mounted.setdefault(mount, {}).update(adapter_files)
             servers.append(
                 Server(
                     label,
@@ -143,13 +146,53 @@ def scaled_vllm(server: Server, port: int) -> Server:
     )
 
 
+def adapter_stand_ins(engine: str, args: list[str]) -> dict[str, dict[str, bytes]]:
+    """Tiny LoRA adapters (tools/tinymodels.py, shaped for the stand-in models) where a rendered
+    command line loads them: mount path -> {relative name: bytes}. vLLM's --lora-modules items
+    (JSON: a Hugging Face id is laid out as the hub cache under HF_HOME, a path gets the PEFT
+    files); llama-server's --lora / --lora-scaled files (GGUF, comma-separated)."""
+    import hashlib
+    import json
+    import tempfile
+
+    import tinymodels
+
+    out: dict[str, dict[str, bytes]] = {}
+    if engine == "vllm" and "--lora-modules" in args:
+        for item in args[args.index("--lora-modules") + 1 :]:
+            if item.startswith("-"):
+                break
+            path = json.loads(item)["path"]
+            files = tinymodels.hf_lora_files()
+            if path.startswith("/"):
+                out[path] = files
+                continue
+            # The hub cache layout (models--ORG--NAME/refs/main, snapshots/REV/), as vLLM's offline
+            # snapshot_download finds it under HF_HOME (the chart's /data/huggingface).
+            rev = hashlib.sha1(b"".join(files[n] for n in sorted(files))).hexdigest()
+            repo = {"refs/main": rev.encode(), **{f"snapshots/{rev}/{n}": b for n, b in files.items()}}
+            out[f"/data/huggingface/hub/models--{path.replace('/', '--')}"] = repo
+    elif engine == "llama-server":
+        for i, a in enumerate(args[:-1]):
+            if a in ("--lora", "--lora-scaled"):
+                for item in args[i + 1].split(","):
+                    path = item.rsplit(":", 1)[0] if a == "--lora-scaled" else item
+                    d, name = path.rsplit("/", 1)
+                    with tempfile.TemporaryDirectory() as tmp:
+                        data = tinymodels.write_gguf_lora(Path(tmp) / name).read_bytes()
+                    out.setdefault(d, {})[name] = data
+    return out
+
+
 def materialize(server: Server, root: Path) -> dict[str, Path]:
-    """Write the chart's ConfigMap files of `server` under `root`; returns mount path -> host dir."""
+    """Write the chart's ConfigMap files (and adapter stand-ins) of `server` under `root`; returns
+    mount path -> host dir."""
     out = {}
     for i, (mount, files) in enumerate(sorted(server.files.items())):
         d = root / f"mount{i}"
         d.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
             (d / name).write_bytes(text)
         out[mount] = d
     return out

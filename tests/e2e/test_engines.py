@@ -13,11 +13,14 @@ rendered arguments are checked against the flags of the pinned release (engines.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,10 +39,20 @@ RUNNABLE = [s for s in SERVERS if s.engine in ("vllm", "llama-server")]
 DOCUMENTED = [s for s in SERVERS if s.engine not in ("vllm", "llama-server")]
 
 
+_GIVEN: set[int] = set()
+_GIVEN_LOCK = threading.Lock()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port, never the same one twice in this run (servers start in parallel)."""
+    with _GIVEN_LOCK:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                return port
 
 
 def _wait_health(url: str, alive, timeout: float) -> None:
@@ -173,37 +186,65 @@ def _cannot_chat(server: engines.Server) -> bool:
 
 
 CASES = [
-    pytest.param(s, id=s.id, marks=pytest.mark.xfail(strict=True, reason=(
-        f"{engines.flag_value(s.args, '--model')} has no chat template and the values set no chatTemplate: "
-        "real vLLM answers every chat 400 (strict: this fails once it chats)")))
-    if _cannot_chat(s) else pytest.param(s, id=s.id)
+    pytest.param(
+        s,
+        id=s.id,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason=(
+                f"{engines.flag_value(s.args, '--model')} has no chat template and the values set no chatTemplate: "
+                "real vLLM answers every chat 400 (strict: this fails once it chats)"
+            ),
+        ),
+    )
+    if _cannot_chat(s)
+    else pytest.param(s, id=s.id)
     for s in RUNNABLE
 ]
 
 
-@pytest.mark.parametrize("server", CASES)
-def test_each_rendered_command_line_serves_a_chat_with_the_real_engine(server, request):
+# Servers started at once. Measured on 2 cores: one vLLM start alone takes about 40 s, two at once
+# about 110 s (torch and vLLM each use every core), so one at a time is the default.
+PARALLEL = int(os.environ.get("LLM_CHARTS_ENGINE_PARALLEL", "1"))
+
+
+def _start_and_chat(server: engines.Server, vllm_image: str) -> str | None:
+    """None when the rendered command line answered /health and a chat; else what went wrong."""
     workdir = Path(tempfile.mkdtemp(prefix="llm-charts-engine-"))
     start = time.monotonic()
     try:
         if server.engine == "vllm":
-            runner = _vllm(server, request.getfixturevalue("vllm_image"), workdir)
-            timeout = 600
+            runner, timeout = _vllm(server, vllm_image, workdir), 600
         else:
-            runner = _llama(server, workdir)
-            timeout = 120
+            runner, timeout = _llama(server, workdir), 120
         with runner as (url, scaled, alive, logs):
             try:
                 _wait_health(url, alive, timeout)
                 _check_chat(url, server.model)
-            except (AssertionError, RuntimeError, TimeoutError) as exc:
-                pytest.fail(
+            except (AssertionError, RuntimeError, TimeoutError, requests.RequestException) as exc:
+                return (
                     f"{server.id}: {exc}\nrendered: {' '.join(server.command + server.args)}\n"
                     f"changed for this host: {scaled.changes}\nlog:\n{logs()}"
                 )
         say(f"  {server.id}: /health and a chat in {time.monotonic() - start:.0f}s ({server.engine})")
+        return None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def started(vllm_image) -> dict[str, str | None]:
+    """Every runnable command line started once (PARALLEL at a time): id -> None or the failure."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        futures = {s.id: pool.submit(_start_and_chat, s, vllm_image) for s in RUNNABLE}
+        return {sid: f.result() for sid, f in futures.items()}
+
+
+@pytest.mark.parametrize("server", CASES)
+def test_each_rendered_command_line_serves_a_chat_with_the_real_engine(server, started):
+    failure = started[server.id]
+    if failure:
+        pytest.fail(failure)
 
 
 @pytest.mark.parametrize("server", DOCUMENTED, ids=[s.id for s in DOCUMENTED])

@@ -461,6 +461,7 @@ def test_a_restarted_vllm_pod_uses_the_cache_and_is_ready_sooner(stack, gateway)
     )
     stack.timings.update({"vllm_first_ready_s": first_ready, "vllm_restart_ready_s": second_ready})
     assert second_ready < first_ready, (first_ready, second_ready)
+    stack.wait_gateway_ready()  # the gateway's health check sees the new pod a few seconds later
     assert chat(gateway, model["modelName"]).status_code == 200
 
 

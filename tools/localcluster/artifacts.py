@@ -296,11 +296,15 @@ def pause_archive() -> Path:
 
 
 def ensure_all() -> Path:
-    """Everything the cluster needs; returns the pause image archive."""
+    """Everything the cluster needs; returns the pause image archive. The three Go builds run at
+    once: their module downloads overlap the compiles."""
+    import concurrent.futures
+
     preflight()
-    ensure_kubernetes()
-    ensure_trixie_binaries()
-    ensure_coredns()
-    ensure_kube_router()
-    ensure_runc_wrapper()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        builds = [pool.submit(f) for f in (ensure_kubernetes, ensure_coredns, ensure_kube_router)]
+        ensure_trixie_binaries()
+        ensure_runc_wrapper()
+        for b in builds:
+            b.result()
     return pause_archive()

@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,7 +149,15 @@ def stop_docker() -> None:
     processes.stop("dockerd", "dockerd")
 
 
+_BASE_LOCKS = {tag: threading.Lock() for tag in DEBIAN_BASES}
+
+
 def ensure_debian_base(tag: str) -> None:
+    with _BASE_LOCKS[tag]:  # images built at once share their base: seed it once
+        _ensure_debian_base(tag)
+
+
+def _ensure_debian_base(tag: str) -> None:
     if docker("image", "inspect", tag, check=False).returncode == 0:
         return
     if docker("pull", tag, check=False, timeout=120).returncode == 0:
@@ -232,13 +241,21 @@ def build(name: str) -> str:
 
 
 def build_many(names: list[str]) -> dict[str, str]:
-    """Build several images at once (downloads overlap; a shared base is built once first)."""
+    """Build several images at once (downloads overlap); an image on top of another waits for it."""
     ensure_docker()
-    for base in {IMAGES[n].base for n in names if IMAGES[n].base in IMAGES}:
-        build(base)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {n: pool.submit(build, n) for n in names}
-        return {n: f.result() for n, f in futures.items()}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures: dict[str, concurrent.futures.Future] = {}
+
+        def submit(name: str) -> concurrent.futures.Future:
+            if name not in futures:
+                base = IMAGES[name].base
+                dep = submit(base) if base in IMAGES else None
+                futures[name] = pool.submit(lambda: (dep.result() if dep else None, build(name))[1])
+            return futures[name]
+
+        for n in names:
+            submit(n)
+        return {n: futures[n].result() for n in names}
 
 
 def size(ref: str) -> int:

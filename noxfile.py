@@ -1,7 +1,8 @@
 """Sessions for chart maintainers. Plain `nox` runs the fast default set.
 
-nox                 lint + unit + gateway (+ the sessions later issues add to the default set)
+nox                 lint + unit + gateway + monitoring (+ the sessions later issues add to the default set)
 nox -s gateway      api-gateway on real nginx + Lua (Debian packages; installs them as root)
+nox -s monitoring   the Grafana dashboard and PrometheusRule against promtool and real exporters
 nox -s unit -- -k vllm     arguments after -- reach pytest
 nox -s soak         10-minute gateway soak (opt-in); lint queues the checkov session
 """
@@ -26,7 +27,7 @@ TOOLS_BIN = Path(os.environ.get("LLM_CHARTS_TOOLS_DIR", REPO / ".tools")) / "bin
 REQUIREMENTS = "tests/requirements.txt"
 LINT_REQUIREMENTS = "tests/requirements-lint.txt"
 
-nox.options.sessions = ["lint", "unit", "gateway"]
+nox.options.sessions = ["lint", "unit", "gateway", "monitoring"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -53,6 +54,18 @@ def gateway(session: nox.Session) -> None:
     env = _setup(session)
     session.run("python", "-m", "gateway.runner", env={**env, "PYTHONPATH": "tests"})
     session.run("pytest", "-c", "tests/pytest.ini", "tests/gateway", *session.posargs, env=env)
+
+
+@nox.session
+def monitoring(session: nox.Session) -> None:
+    """api-gateway's Grafana dashboard and PrometheusRule: every query through Prometheus' PromQL parser,
+    the rules through promtool (check, and unit tests of each alert firing), and every metric name
+    against what the gateway on real nginx and a real llama-server export. Builds promtool and
+    tools/promql on first use (minutes, cached in .tools/bin)."""
+    env = _setup(session)
+    session.install("-r", "tools/stack/requirements.txt")  # tinymodels: the llama-server's GGUF
+    session.run("python", "-m", "gateway.runner", env={**env, "PYTHONPATH": "tests"})
+    session.run("pytest", "-c", "tests/pytest.ini", "tests/monitoring", *session.posargs, env=env)
 
 
 @nox.session

@@ -3,7 +3,9 @@
 
 Go programs (helm 3, helm 4, chart-testing, helm-docs) are built from the Go
 module proxy at the versions in tools/versions.json, into $LLM_CHARTS_TOOLS_DIR
-(default: <repo>/.tools). The third-party CRDs the tests validate against are
+(default: <repo>/.tools). Tools marked "lazy" there (promtool, and promql-check,
+the repository's own program in tools/promql) are built only when a session asks
+for one (go_tool), never by `bootstrap.py` itself: promtool alone takes minutes. The third-party CRDs the tests validate against are
 copied from their upstream Go modules (same proxy, versions and a sha256 per
 file in tools/versions.json) into <tools dir>/crds. Nothing goes into the
 system except Debian packages, which are installed only when asked for, only
@@ -22,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +62,24 @@ def _go() -> str:
 
 def _spec(name: str) -> str:
     t = VERSIONS["go"][name]
-    return f"{t['module']}@{t['version']} {t['package']}"
+    if "dir" in t:  # a program of this repository: its go.mod and go.sum pin its modules
+        return f"{t['dir']} {t['package']} sha256:{_dir_digest(REPO / t['dir'])[:16]}"
+    tags = f" -tags {t['tags']}" if t.get("tags") else ""
+    return f"{t['module']}@{t['version']} {t['package']}{tags}"
+
+
+def _dir_digest(folder: Path) -> str:
+    """Of the sources a local Go program is built from (a changed file rebuilds it)."""
+    h = hashlib.sha256()
+    sources = (p for p in folder.rglob("*") if p.is_file() and (p.name in ("go.mod", "go.sum") or p.suffix == ".go"))
+    for f in sorted(sources):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def eager_tools() -> list[str]:
+    """The Go tools `bootstrap.py` builds up front; the "lazy" ones wait for go_tool()."""
+    return [name for name, t in VERSIONS["go"].items() if not t.get("lazy")]
 
 
 def _crd_spec() -> str:
@@ -100,18 +120,27 @@ def go_tool(name: str, *, build: bool = True) -> Path:
         return target
     if not build:
         raise ToolError(f"{name} ({_spec(name)}) is not built yet: run `python3 tools/bootstrap.py`.")
-    src = tools_dir() / "src" / name
-    _log(f"building {name} {t['version']} from {t['module']} (a few minutes cold, cached afterwards)")
-    if src.exists():
-        shutil.rmtree(src)
-    shutil.copytree(_module_dir(t["module"], t["version"]), src)
-    for p in [src, *src.rglob("*")]:
-        p.chmod(p.stat().st_mode | 0o200)
     bin_dir().mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
-    ldflags = _ldflags(name, t["version"], src)
+    # GOWORK=off: a module zip may carry its go.work (Prometheus' does), which `go build` would follow.
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GOWORK="off")
+    tags = ["-tags", t["tags"]] if t.get("tags") else []
+    if "dir" in t:
+        src = REPO / t["dir"]
+        _log(f"building {name} from {t['dir']} (its go.mod; minutes cold, cached afterwards)")
+        env["GOFLAGS"] = "-mod=readonly"  # the committed go.sum, never rewritten
+        ldflags = "-s -w"
+    else:
+        src = tools_dir() / "src" / name
+        _log(f"building {name} {t['version']} from {t['module']} (a few minutes cold, cached afterwards)")
+        if src.exists():
+            shutil.rmtree(src)
+        shutil.copytree(_module_dir(t["module"], t["version"]), src)
+        for p in [src, *src.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+        ldflags = _ldflags(name, t["version"], src)
+    started = time.monotonic()
     proc = subprocess.run(
-        [_go(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(target), t["package"]],
+        [_go(), "build", "-trimpath", *tags, "-ldflags", ldflags, "-o", str(target), t["package"]],
         cwd=src,
         env=env,
         capture_output=True,
@@ -119,7 +148,9 @@ def go_tool(name: str, *, build: bool = True) -> Path:
     )
     if proc.returncode != 0:
         raise ToolError(f"building {name} failed:\n{proc.stderr[-3000:]}")
-    shutil.rmtree(src)
+    if "dir" not in t:
+        shutil.rmtree(src)
+    _log(f"built {name} in {time.monotonic() - started:.0f} s")
     stamp.write_text(_stamp(name) + "\n")
     return target
 
@@ -134,6 +165,8 @@ def _ldflags(name: str, version: str, src: Path) -> str:
     flags = ["-s", "-w"]
     if name == "helm4":
         flags.append(f"-X helm.sh/helm/v4/internal/version.version={version}")
+    if name == "promtool":  # `promtool --version`; the module v0.316.0 is Prometheus 3.16.0
+        flags.append(f"-X github.com/prometheus/common/version.Version={version}")
     if name == "helm":
         flags.append(f"-X helm.sh/helm/v3/internal/version.version={version}")
         match = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", (src / "go.mod").read_text(), re.M)
@@ -255,7 +288,7 @@ def _dpkg_installed(pkg: str) -> bool:
 
 
 def ensure_all() -> dict[str, Path]:
-    paths = {name: go_tool(name) for name in VERSIONS["go"]}
+    paths = {name: go_tool(name) for name in eager_tools()}
     ct_config_dir()
     paths["crds"] = crds_dir()
     return paths
@@ -265,7 +298,7 @@ def main(argv: list[str]) -> int:
     check = "--check" in argv
     try:
         if check:
-            for name in VERSIONS["go"]:
+            for name in eager_tools():
                 print(f"{name:12} {go_tool(name, build=False)}")
             print(f"{'crds':12} {crds_dir(fetch=False)}")
         else:

@@ -311,6 +311,30 @@ def test_engine_metrics_are_served_where_the_servicemonitor_scrapes(stack, model
         assert prefix in text, f"{svc['metadata']['name']}:{port}{endpoint.get('path')}: {text[:500]}"
 
 
+@pytest.mark.parametrize("model", [m["modelName"] for m in _models()])
+def test_the_dashboard_and_alerts_read_only_names_the_engine_exports(stack, model):
+    """api-gateway's Grafana dashboard and PrometheusRule (metrics.grafanaDashboard, prometheusRule):
+    every vllm:* / llamacpp:* name their queries read (Prometheus' parser, tools/promql) is served
+    by the real engine's /metrics (tests/monitoring checks the gateway's names and llama.cpp's on
+    the host; vLLM runs only here)."""
+    from harness import promql
+    from harness.render import render_chart
+
+    entry = next(m for m in _models() if m["modelName"] == model)
+    on = {"metrics": {"grafanaDashboard": {"enabled": True}, "prometheusRule": {"enabled": True}}}
+    rendered = render_chart("api-gateway", on)
+    _, dashboard = promql.dashboard_of(rendered)
+    queries = {**promql.dashboard_queries(dashboard), **promql.rule_queries(promql.rule_of(rendered))}
+    engine = "llama.cpp" if "gguf" in entry else "vllm"
+    names = promql.metric_names(queries)
+    used = {q: [n for n in found if promql.exporter_of(n) == engine] for q, found in names.items()}
+    assert any(used.values()), f"no query reads {engine}'s metrics"
+    pod = pods_of(stack, _service(entry))[0]
+    served = promql.exported_names(pod_get(stack, pod, "/metrics"))
+    problems = promql.unexported(used, {engine: served})
+    assert not problems, "\n".join(problems)
+
+
 # -- other charts against the real API server ---------------------------------------------------
 
 

@@ -41,6 +41,13 @@ def test_unrendered_template_text_is_reported():
     assert check_unrendered(render_text(BROKEN))
 
 
+def test_prometheus_and_grafana_templates_are_not_leftovers():
+    ok = 'summary: "{{ $labels.model }} at {{ $value | humanizePercentage }}", "legendFormat": "{{model}} {{status}}"'
+    assert check_unrendered(ok) == []
+    for leftover in ("x: {{ .Values.a }}", '{{- include "x" . }}', "x: {{ $ns }}", "a }}"):
+        assert check_unrendered(leftover), leftover
+
+
 def test_missing_crd_folder_is_a_clear_error(monkeypatch, tmp_path):
     from harness import validate
 

@@ -165,6 +165,10 @@ ask for Connection: close, so nginx never reuses a connection the server is clos
 {{- if eq (int .Values.metrics.port) (int .Values.containerPort) }}
 {{- $messages = append $messages (printf "metrics.port (%d): must differ from containerPort." (int .Values.metrics.port)) }}
 {{- end }}
+{{- $rule := .Values.metrics.prometheusRule }}
+{{- if and $rule.enabled (not (or $rule.modelDown.enabled $rule.errorRatio.enabled $rule.timeToFirstToken.enabled $rule.queueGrowing.enabled)) }}
+{{- $messages = append $messages "metrics.prometheusRule: enabled with every alert off (modelDown, errorRatio, timeToFirstToken, queueGrowing); turn one on or set metrics.prometheusRule.enabled to false." }}
+{{- end }}
 {{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}
 

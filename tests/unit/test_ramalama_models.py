@@ -596,7 +596,10 @@ class TestLoraAdapters:
     def test_a_separator_in_an_adapter_file_is_refused(self, path):
         with pytest.raises(HelmError) as err:
             render({"models": [{**TINY, "adapters": [{"name": "a", "path": path}]}]})
-        assert "holds a comma or a colon, which llama-server's --lora and --lora-scaled read as separators" in err.value.stderr
+        assert (
+            "holds a comma or a colon, which llama-server's --lora and --lora-scaled read as separators"
+            in err.value.stderr
+        )
 
 
 class TestInferencePool:

@@ -98,6 +98,13 @@ local function inflight_key(name)
     return "f\0" .. name
 end
 
+local function release(dict, name)
+    local left = dict:incr(inflight_key(name), -1, 0)
+    if left and left <= 0 then
+        dict:delete(inflight_key(name))
+    end
+end
+
 -- Admission of one request of key (an entry of the keys file). settings:
 -- config.budget ({ redis = {...} or nil, failMode, prefix }); estimate: this
 -- request's expected tokens. Returns a result table { ok, reason,
@@ -111,7 +118,12 @@ function _M.check(key, settings, now, estimate)
     local elapsed = now - current * window
     local weight = (window - elapsed) / window
     local dict = ngx.shared[_M.DICT]
-    local inflight = tpm > 0 and (dict:get(inflight_key(key.name)) or 0) or 0
+    -- Counted in flight before the check, atomically: two workers of this pod deciding at once
+    -- see different counts (the others in flight), so only one can take the last place.
+    local inflight = 0
+    if tpm > 0 then
+        inflight = (dict:incr(inflight_key(key.name), 1, 0) or 1) - 1
+    end
     local keys = keys_of(settings.prefix or "", key.name, current)
     local ok, reason, req_est, tok_est, prev_r, prev_t
     if settings.redis then
@@ -119,6 +131,9 @@ function _M.check(key, settings, now, estimate)
         local reply, err = redis.eval(settings.redis, _M.ADMIT_SCRIPT, keys,
             { tostring(weight), rpm, tpm, inflight, window * 2, estimate })
         if not reply then
+            if tpm > 0 then
+                release(dict, key.name)
+            end
             return nil, err
         end
         ok, reason = reply[1] == 1, reply[2]
@@ -150,44 +165,42 @@ function _M.check(key, settings, now, estimate)
     elseif reason == "pace" then
         result.retry_after = 1
     end
-    if ok and tpm > 0 then
-        dict:incr(inflight_key(key.name), 1, 0)
+    if not ok and tpm > 0 then
+        release(dict, key.name)
     end
     return result
 end
 
-local function charge_redis(premature, settings, keys, tokens)
-    if premature then
-        return
-    end
+-- (Also when nginx stops, premature: the tokens still count.)
+local function charge_redis(_, settings, keys, tokens, name)
     local redis = require "gateway_redis"
     local _, err = redis.eval(settings.redis, _M.CHARGE_SCRIPT, { keys[4], keys[6] }, { tokens, _M.WINDOW * 2 })
     if err then
         require("gateway_metrics").budget_backend_error()
         ngx.log(ngx.WARN, "budget: charging tokens to Redis failed (", err, "); they are lost")
     end
+    -- In flight until its tokens count: a request admitted meanwhile sees either.
+    release(ngx.shared[_M.DICT], name)
 end
 
 -- Log phase: the request of key `name` (with a token budget) ended having used
--- `tokens`: it leaves the in-flight count, its tokens count in the window. A
--- log phase has no cosockets: Redis is written from a timer.
+-- `tokens`: its tokens count in the window, then it leaves the in-flight count.
+-- A log phase has no cosockets: Redis is written from a timer.
 function _M.charge(name, tokens, settings, now)
     local dict = ngx.shared[_M.DICT]
-    local left = dict:incr(inflight_key(name), -1, 0)
-    if left and left <= 0 then
-        dict:delete(inflight_key(name))
-    end
     local current = floor(now / _M.WINDOW)
     local keys = keys_of(settings.prefix or "", name, current)
     if settings.redis then
-        local ok, err = ngx.timer.at(0, charge_redis, settings, keys, tokens)
+        local ok, err = ngx.timer.at(0, charge_redis, settings, keys, tokens, name)
         if not ok then
             ngx.log(ngx.WARN, "budget: cannot charge tokens: ", err)
+            release(dict, name)
         end
         return
     end
     dict:incr(keys[4], tokens, 0, _M.WINDOW * 2)
     dict:incr(keys[6], 1, 0, _M.WINDOW * 2)
+    release(dict, name)
 end
 
 return _M

@@ -51,6 +51,7 @@ VALUE_FLAGS = [
     "--max-num-seqs", "--max-num-batched-tokens", "--tokenizer", "--seed", "--api-key",
     "--chat-template", "--uvicorn-log-level", "--swap-space", "--kv-cache-dtype",
     "--tool-call-parser", "--reasoning-parser", "--data-parallel-size", "--generation-config",
+    "--max-loras", "--max-lora-rank",
     # SGLang
     "--tp", "--tp-size", "--dp", "--mem-fraction-static", "--context-length", "--log-level",
     # llama-server
@@ -63,6 +64,7 @@ BOOL_FLAGS = [
     "--disable-log-stats", "--enable-auto-tool-choice", "--no-enable-prefix-caching",
     "--disable-frontend-multiprocessing", "--enable-metrics", "--jinja", "--no-webui",
     "--flash-attn", "-fa", "--cont-batching", "--mlock", "--no-mmap", "--embedding", "--embeddings",
+    "--enable-lora",
 ]
 
 
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-path", help="model id or path (SGLang)")
     p.add_argument("--served-model-name", nargs="+", default=[], help="names served (vLLM, SGLang)")
     p.add_argument("--alias", "-a", action="append", default=[], help="name served (llama-server)")
+    p.add_argument("--lora-modules", nargs="+", default=[],
+                   help="LoRA adapters served under their own names (vLLM: name=path or a JSON object)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--mock-startup-seconds", type=float, default=0.0,
@@ -119,6 +123,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(kept)
     args.model_id = args.model or args.model_path or args.positional_model or "mock-model"
     args.served = args.served_model_name + args.alias or [args.model_id]
+    # vLLM's --lora-modules: name=path, or {"name": ..., "path": ..., "base_model_name": ...}.
+    args.adapters = {}
+    for module in args.lora_modules:
+        if module.startswith("{"):
+            spec = json.loads(module)
+            args.adapters[spec["name"]] = spec["path"]
+        else:
+            name, _, path = module.partition("=")
+            args.adapters[name] = path
     # llama-server (--alias, or a .gguf --model; it has no --served-model-name) serves one model
     # and ignores the requested name; vLLM and SGLang answer 404 for a name they do not serve.
     args.llama_server = not args.served_model_name and (
@@ -345,6 +358,9 @@ class MockServer:
         data = [{"id": n, "object": "model", "created": created, "owned_by": "vllm",
                  "root": self.args.model_id, "parent": None, "max_model_len": 4096}
                 for n in self.args.served]
+        data += [{"id": n, "object": "model", "created": created, "owned_by": "vllm",
+                  "root": path, "parent": self.args.served[0], "max_model_len": None}
+                 for n, path in self.args.adapters.items()]
         await self.send_json(writer, 200, {"object": "list", "data": data})
         return True
 
@@ -388,7 +404,7 @@ class MockServer:
         model = body.get("model")
         if model is None:
             model = self.args.served[0]
-        elif model not in self.args.served and not self.args.any_model:
+        elif model not in self.args.served and model not in self.args.adapters and not self.args.any_model:
             await self.send_json(writer, 404, self.error_body(
                 404, f"The model `{model}` does not exist.", param="model", code=404))
             return True

@@ -16,8 +16,10 @@ Bounds stated by these tests (3 pods unless said otherwise):
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -44,6 +46,8 @@ MODELS = [
     {"modelName": "ping", "huggingfaceId": "org/ping", "healthPath": "/ping"},
     {"modelName": "wrongpath", "huggingfaceId": "org/wrongpath", "healthPath": "/not-served"},
     {"modelName": "flaky", "huggingfaceId": "org/flaky"},  # one of its pods refuses connects
+    # Scaled to zero: requests wait up to 6 s for a pod, at most 2 of them.
+    {"modelName": "sleepy", "huggingfaceId": "org/sleepy", "hold": {"timeoutSeconds": 6, "maxRequests": 2}},
 ]
 
 
@@ -410,3 +414,73 @@ def test_keepalive_to_each_pod_is_kept(gw, pods):
     # 10 requests per pod over one warm connection each (two at most: one per gateway worker).
     assert set(connections) == {0, 1, 2}, connections
     assert all(len(c) <= 2 for c in connections.values()), connections
+
+
+# --- holding requests while a model wakes up ------------------------------------------------------
+
+
+def test_a_request_for_a_model_at_zero_waits_for_its_first_pod_then_is_routed(gw, dns, pods):
+    dns.set_pods(SRV["sleepy"], None)
+    assert wait_until(lambda: models(gw)["sleepy"]["status"] == "no_endpoints", 10), models(gw)["sleepy"]
+    with ThreadPoolExecutor(2) as pool:
+        t0 = time.monotonic()
+        plain = pool.submit(send, gw, chat("sleepy"))
+        streamed = pool.submit(post, gw, "/v1/chat/completions", {**chat("sleepy"), "stream": True})
+        # Both wait, counted where a scaler reads them.
+        assert wait_until(lambda: metric(gw, "gateway_requests_held", model="sleepy") == 2, 3), gw.context()
+        assert metric(gw, "gateway_model_demand", model="sleepy") == 2
+        # The same as JSON, for KEDA's metrics-api scaler.
+        demand = requests.get(gw.metrics_url.replace("/metrics", "/demand?model=sleepy"), timeout=5).json()
+        assert demand == {"model": "sleepy", "held": 2, "in_flight": 0, "demand": 2}, demand
+        time.sleep(1)
+        dns.set_pods(SRV["sleepy"], [addr(pods[2])])  # the scaler woke it
+        assert plain.result().status_code == 200, describe(plain.result(), gw)
+        resp = streamed.result()
+        assert resp.status_code == 200 and "[DONE]" in resp.text, describe(resp, gw)
+        assert time.monotonic() - t0 < 6
+    assert pod_of(plain.result(), pods) == 2
+    assert metric(gw, "gateway_requests_held", model="sleepy") == 0
+    assert metric(gw, "gateway_hold_total", model="sleepy", outcome="routed") >= 2
+
+
+def test_demand_json_names_every_model_and_refuses_an_unknown_one(gw):
+    base = gw.metrics_url.replace("/metrics", "/demand")
+    every = requests.get(base, timeout=5).json()["models"]
+    assert {"sleepy", "lr"} <= set(every) and every["lr"]["demand"] >= 0, every
+    resp = requests.get(base + "?model=nope", timeout=5)
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "model_not_found", resp.text
+
+
+def test_a_held_request_times_out_with_503_and_the_cap_refuses_a_burst(gw, dns):
+    dns.set_pods(SRV["sleepy"], None)
+    assert wait_until(lambda: models(gw)["sleepy"]["replicas"]["total"] == 0, 10)
+    with ThreadPoolExecutor(3) as pool:
+        t0 = time.monotonic()
+        held = [pool.submit(send, gw, chat("sleepy")) for _ in range(2)]
+        assert wait_until(lambda: metric(gw, "gateway_requests_held", model="sleepy") == 2, 3)
+        # A third one finds the model's two places taken: 503 at once.
+        burst = send(gw, chat("sleepy"))
+        err = error(burst, 503, gw, code="model_not_ready")
+        assert "already wait" in err["message"] and time.monotonic() - t0 < 2
+        for f in held:
+            err = error(f.result(), 503, gw, code="model_not_ready")
+            assert "within 6 s" in err["message"] and f.result().headers.get("Retry-After", "").isdigit()
+        assert 5.5 <= time.monotonic() - t0 < 9
+    assert metric(gw, "gateway_hold_total", model="sleepy", outcome="timeout") >= 2
+    assert metric(gw, "gateway_hold_total", model="sleepy", outcome="full") >= 1
+
+
+def test_a_client_that_hangs_up_ends_its_wait(gw, dns):
+    dns.set_pods(SRV["sleepy"], None)
+    assert wait_until(lambda: models(gw)["sleepy"]["replicas"]["total"] == 0, 10)
+    before = metric(gw, "gateway_hold_total", model="sleepy", outcome="gone")
+    body = json.dumps(chat("sleepy")).encode()
+    sock = socket.create_connection(("127.0.0.1", gw.port))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    assert wait_until(lambda: metric(gw, "gateway_requests_held", model="sleepy") == 1, 3)
+    sock.close()
+    assert wait_until(lambda: metric(gw, "gateway_requests_held", model="sleepy") == 0, 3), gw.context()
+    assert metric(gw, "gateway_hold_total", model="sleepy", outcome="gone") == before + 1

@@ -143,6 +143,34 @@ describe("gateway_config", function()
         assert.matches("whitespace", err)
     end)
 
+    it("indexes LoRA adapters as models of their own on their model's route", function()
+        local routes = { { name = "base", host = "h", balancing = BALANCING, discovery = { srv = "x" },
+                           adapters = { { name = "sql", source = "org/sql-lora" } } } }
+        local by_name = assert(config.index_routes(routes))
+        local route, model = config.lookup("sql", by_name)
+        assert.equal("base", route.name)
+        assert.equal("sql", model)
+        assert.equal("org/sql-lora", route.adapter_source.sql)
+        model = select(2, config.lookup("base", by_name))
+        assert.equal("base", model)
+        assert.is_nil(config.lookup("nope", by_name))
+        -- A key lists adapters by their own name: the model does not grant its adapters, nor the reverse.
+        local keys = assert(config.load_keys({ { name = "x", key = "sk-0123456789abcdef", models = { "sql" } } },
+            by_name, ngx.sha1_bin))
+        assert.same({ sql = true }, keys[1].models)
+        -- An adapter cannot be a key's default: a request without "model" reaches the base model.
+        local _, err = config.load_keys({ { name = "x", key = "sk-0123456789abcdef", defaultModel = "sql" } },
+            by_name, ngx.sha1_bin)
+        assert.matches("is a LoRA adapter of base", err)
+        -- An adapter's name is a name like any other: used twice, refused.
+        routes[2] = { name = "sql", host = "h", balancing = BALANCING, discovery = { srv = "y" } }
+        _, err = config.index_routes(routes)
+        assert.matches('"sql" is used twice', err)
+        _, err = config.prepare_route({ name = "m", host = "h", balancing = BALANCING, discovery = { srv = "x" },
+                                        adapters = { { name = "a" } } }, 1)
+        assert.matches("adapters%[1%] needs a name and a source", err)
+    end)
+
     it("takes a key's own default model, which must be one it may use", function()
         local by_name = assert(config.index_routes(ROUTES.routes))
         local keys = assert(config.load_keys({ { name = "x", key = "sk-0123456789abcdef", models = { "a" },

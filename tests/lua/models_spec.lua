@@ -3,7 +3,8 @@ local cjson = require "cjson.safe"
 
 local function routes()
     local out = {}
-    for i, r in ipairs({ { name = "a", aliases = { "org/A" } }, { name = "b", aliases = {} } }) do
+    for i, r in ipairs({ { name = "a", aliases = { "org/A" }, adapters = { { name = "a-sql", source = "org/sql" } } },
+                         { name = "b", aliases = {} } }) do
         r.host = r.name
         r.balancing = { policy = "least-request" }
         r.discovery = { srv = "_http._tcp." .. r.name .. "-pods" }
@@ -34,7 +35,7 @@ local function setup(opts, settings)
     config.routes = routes()
     config.by_name = assert(config.index_routes(config.routes))
     config.auth_enabled = false
-    config.by_lower = { a = config.by_name.a, ["org/a"] = config.by_name.a, b = config.by_name.b }
+    config.by_lower = { a = "a", ["org/a"] = "a", b = "b" }
     config.cors = {}
     config.health = { enabled = true, intervalSeconds = 5 }
     config.created = 1700000000
@@ -51,8 +52,8 @@ describe("gateway_models", function()
         models.list()
         local doc = stub.sent_json(fake)
         assert.equal("list", doc.object)
-        assert.equal(2, #doc.data)
-        local a, b = doc.data[1], doc.data[2]
+        assert.equal(3, #doc.data)
+        local a, b = doc.data[1], doc.data[3]
         assert.same({ "id", "object", "created", "owned_by" }, { a.id and "id", a.object and "object",
             a.created and "created", a.owned_by and "owned_by" })
         assert.equal("a", a.id)
@@ -63,6 +64,12 @@ describe("gateway_models", function()
         assert.equal("loading", b.status)
         assert.same({ ready = 1, total = 1 }, a.replicas)
         assert.same({ ready = 0, total = 2 }, b.replicas)
+        -- Like vLLM: a model's parent is null; an adapter follows its model, with its model as parent,
+        -- its source as root, and its model's readiness.
+        assert.equal(cjson.null, a.parent)
+        local sql = doc.data[2]
+        assert.same({ "a-sql", "a", "org/sql", true }, { sql.id, sql.parent, sql.root, sql.ready })
+        assert.same(a.replicas, sql.replicas)
         -- An empty alias list stays a JSON list.
         assert.matches('"aliases":%[%]', table.concat(fake.sent.body))
     end)
@@ -78,8 +85,8 @@ describe("gateway_models", function()
         local doc = stub.sent_json(fake)
         assert.equal(cjson.null, doc.data[1].ready)
         assert.same({ ready = 1, total = 1 }, doc.data[1].replicas)
-        assert.is_true(doc.data[2].ready)
-        assert.same({ ready = 2, total = 2 }, doc.data[2].replicas)
+        assert.is_true(doc.data[3].ready)
+        assert.same({ ready = 2, total = 2 }, doc.data[3].replicas)
     end)
 
     it("says no_endpoints for a model without pods", function()
@@ -100,6 +107,17 @@ describe("gateway_models", function()
         local doc = stub.sent_json(fake)
         assert.equal(1, #doc.data)
         assert.equal("b", doc.data[1].id)
+        -- An adapter is listed for a key that lists it, without its model.
+        keys[1].models = { ["a-sql"] = true }
+        fake, models = setup({ var = { http_authorization = "Bearer sk-kkkkkkkkkkkkkkkk" } },
+            { auth_enabled = true, keys = keys })
+        models.list()
+        doc = stub.sent_json(fake)
+        assert.same({ "a-sql" }, { doc.data[1].id, doc.data[2] })
+        fake, models = setup({ var = { http_authorization = "Bearer sk-kkkkkkkkkkkkkkkk" } },
+            { auth_enabled = true, keys = keys })
+        models.get("a")
+        assert.equal(404, fake.status)
     end)
 
     it("needs a key when auth is on", function()
@@ -112,6 +130,9 @@ describe("gateway_models", function()
         local fake, models = setup({})
         models.get("org/A")
         assert.equal("a", stub.sent_json(fake).id)
+        fake, models = setup({})
+        models.get("a-sql")
+        assert.same({ "a-sql", "a" }, { stub.sent_json(fake).id, stub.sent_json(fake).parent })
         fake, models = setup({})
         models.get("zzz")
         assert.equal(404, fake.status)

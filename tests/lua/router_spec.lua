@@ -3,6 +3,7 @@ local stub = require "ngx_stub"
 local function routes()
     return {
         { name = "a", aliases = { "org/A" }, host = "svc-a.ns.svc.cluster.local",
+          adapters = { { name = "a-sql", source = "org/sql" } },
           balancing = { policy = "least-request" }, discovery = { srv = "_http._tcp.svc-a-pods.ns.svc.cluster.local" } },
         { name = "b", aliases = {}, host = "svc-b.ns.svc.cluster.local",
           balancing = { policy = "least-request" }, discovery = { srv = "_http._tcp.svc-b-pods.ns.svc.cluster.local" } },
@@ -28,7 +29,7 @@ local function setup(opts, settings)
     config.default_route = list[1]
     config.max_body = 1024
     config.auth_enabled = false
-    config.by_lower = { a = config.by_name.a, ["org/a"] = config.by_name.a, b = config.by_name.b }
+    config.by_lower = { a = "a", ["org/a"] = "a", b = "b" }
     config.cors = {}
     config.budget = { failMode = "open", prefix = "" }
     config.usage_enabled = true
@@ -64,6 +65,29 @@ describe("gateway_router.access", function()
         router.log()
         assert.is_nil(fake.shared.gateway_inflight:get("a\0" .. "10.0.0.1:8000"))
         assert.equal("", fake.var.gateway_inflight)
+    end)
+
+    it("routes a LoRA adapter's name to its model's pods, under the adapter's own name", function()
+        local fake, router = setup({ body = '{"model":"a-sql","messages":[]}' })
+        router.access()
+        assert.is_nil(fake.sent.exited)
+        assert.equal("a-sql", fake.var.gateway_model)
+        assert.equal("10.0.0.1:8000", fake.var.gateway_endpoint)
+        -- A key that lists the model only does not reach its adapter (and learns nothing of it).
+        local keys = { { name = "k", digest = "digest:sk-kkkkkkkkkkkkkkkk", all = false, models = { a = true } } }
+        fake, router = setup({ body = '{"model":"a-sql","messages":[]}',
+                               var = { http_authorization = "Bearer sk-kkkkkkkkkkkkkkkk" } },
+                             { auth_enabled = true, keys = keys })
+        router.access()
+        local status, err = error_of(fake)
+        assert.equal(404, status)
+        assert.equal("model_not_found", err.code)
+        keys[1].models = { ["a-sql"] = true }
+        fake, router = setup({ body = '{"model":"a-sql","messages":[]}',
+                               var = { http_authorization = "Bearer sk-kkkkkkkkkkkkkkkk" } },
+                             { auth_enabled = true, keys = keys })
+        router.access()
+        assert.equal("a-sql", fake.var.gateway_model)
     end)
 
     it("uses the default model when the body has none", function()

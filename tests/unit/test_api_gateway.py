@@ -160,7 +160,7 @@ def test_streaming_settings_and_no_retries_after_send():
         "proxy_next_upstream_tries 3;",
         "add_header X-Accel-Buffering $gateway_accel_buffering always;",
         "add_header X-Gateway-Model $gateway_model always;",
-        "proxy_set_header X-Gateway-Model $gateway_model;",
+        "proxy_set_header X-Gateway-Model $gateway_route;",
         "proxy_hide_header X-Gateway-Model;",
     ):
         assert directive in conf, directive
@@ -248,6 +248,19 @@ def test_an_entry_overrides_the_balancing_key_by_key_and_its_health_path_reaches
     assert by_name["qwen"]["healthPath"] == "/ping"
     assert by_name["tiny"]["balancing"]["policy"] == "round-robin"
     assert by_name["tiny"]["healthPath"] == "/health"
+
+
+def test_an_entry_overrides_the_hold_key_by_key_and_adapters_reach_the_route():
+    adapters = [{"name": "sql", "huggingfaceId": "org/sql-lora"}, {"name": "chat", "path": "adapters/chat"}]
+    catalog = {"models": [dict(QWEN, hold={"timeoutSeconds": 300}, adapters=adapters), TINY]}
+    by_name = {r["name"]: r for r in routes(render(merged(catalog, {"hold": {"maxRequests": 7}})))["routes"]}
+    assert by_name["qwen"]["hold"] == {"timeoutSeconds": 300, "maxRequests": 7}
+    assert by_name["tiny"]["hold"] == {"timeoutSeconds": 0, "maxRequests": 7}
+    assert by_name["qwen"]["adapters"] == [
+        {"name": "sql", "source": "org/sql-lora"},
+        {"name": "chat", "source": "/data/adapters/chat"},
+    ]
+    assert by_name["tiny"]["adapters"] == []
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ as short aliases for this chart's templates).
 
 {{/*
 The routing table, as YAML `routes: [...]`: model-catalog.routes (name, aliases,
-kind, service, podsService, namespace, port, healthPath) plus what the gateway
+adapters, kind, service, podsService, namespace, port, healthPath) plus what the gateway
 needs: how to discover the model's pods (`discovery.srv`: the SRV name of its
 headless Service, one record per ready pod with its own port; or
 `discovery.servers` from routing.endpoints), the Host header, the health path,
@@ -54,7 +54,13 @@ and the balancing settings (the entry's `balancing` over the chart's, key by key
 {{- end }}
 {{- /* llama-server closes its connection after a stream while promising keep-alive: its streams
 ask for Connection: close, so nginx never reuses a connection the server is closing. */}}
-{{- $route := dict "name" $r.name "aliases" $r.aliases "kind" $r.kind "balancing" $balancing
+{{- $hold := deepCopy $.Values.hold }}
+{{- range $k, $v := ($r.hold | default dict) }}
+{{- if not (kindIs "invalid" $v) }}
+{{- $_ := set $hold $k $v }}
+{{- end }}
+{{- end }}
+{{- $route := dict "name" $r.name "aliases" $r.aliases "adapters" $r.adapters "kind" $r.kind "balancing" $balancing "hold" $hold
     "healthPath" ($r.healthPath | default $.Values.healthCheck.path) "closeAfterStream" (eq $r.kind "ramalama") }}
 {{- $static := get $.Values.routing.endpoints $r.name }}
 {{- if $static }}
@@ -142,7 +148,11 @@ ask for Connection: close, so nginx never reuses a connection the server is clos
 {{- $names := list }}
 {{- range $routes }}{{ $names = append $names .name }}{{ end }}
 {{- $want := .Values.routing.defaultModel }}
-{{- if and (ne $want "") (ne $want "none") (not (include "api-gateway.defaultModel" .)) }}
+{{- $adapterOf := dict }}
+{{- range $routes }}{{ $r := . }}{{ range .adapters }}{{ $_ := set $adapterOf .name $r.name }}{{ end }}{{ end }}
+{{- if hasKey $adapterOf $want }}
+{{- $messages = append $messages (printf "routing.defaultModel (%q) is a LoRA adapter of %s: a request without \"model\" would get %s itself, not the adapter; name a model, \"\" (the first model) or \"none\"." $want (get $adapterOf $want) (get $adapterOf $want)) }}
+{{- else if and (ne $want "") (ne $want "none") (not (include "api-gateway.defaultModel" .)) }}
 {{- $messages = append $messages (printf "routing.defaultModel (%q): no enabled model has this name or alias; use one of %s, \"\" (the first model) or \"none\"." $want (join ", " $names)) }}
 {{- end }}
 {{- range $name, $addrs := .Values.routing.endpoints }}

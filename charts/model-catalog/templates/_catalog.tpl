@@ -44,7 +44,7 @@ name, aliases, kind, service, podsService (the headless Service), namespace,
 port, adapters (the entry's LoRA adapters as {name, source}: the api-gateway
 routes an adapter's name to its model's pods and lists it in /v1/models with
 `parent` the model and `root` the source; [] for none), and healthPath and
-balancing (for the api-gateway) when the entry sets them.
+balancing and hold (for the api-gateway) when the entry sets them.
 Argument: dict "models" LIST "namespace" DEFAULT_NAMESPACE.
 */}}
 {{- define "model-catalog.routes" -}}
@@ -63,6 +63,9 @@ Argument: dict "models" LIST "namespace" DEFAULT_NAMESPACE.
 {{- end }}
 {{- with $m.balancing }}
 {{- $_ := set $route "balancing" . }}
+{{- end }}
+{{- with $m.hold }}
+{{- $_ := set $route "hold" . }}
 {{- end }}
 {{- $adapters := list }}
 {{- range (include "model-catalog.adapters" $m | fromYaml).adapters }}
@@ -231,6 +234,27 @@ Hugging Face download for adapters). Argument: dict "model" ENTRY "adapter" A
 {{- if and $p (not (hasSuffix ".gguf" (lower $p))) }}
 {{ $w }}: {{ $k }} {{ $p | quote }} must name a .gguf file (llama-server's --lora reads GGUF adapters only).
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Messages for a model chart's `defaults` keys that belong on the entries: the
+chart's own per-entry keys (names, sources), and the keys only the api-gateway
+reads (`balancing`, `hold`), which it takes from each entry of its own
+`models` and never from a model chart's `defaults`.
+Argument: dict "defaults" MAP "perEntry" LIST.
+*/}}
+{{- define "model-catalog.validateDefaults" -}}
+{{- $defaults := .defaults | default dict }}
+{{- range $k := .perEntry }}
+{{- if hasKey $defaults $k }}
+defaults.{{ $k }}: {{ $k }} is per model; set it on the entries of models, not in defaults.
+{{- end }}
+{{- end }}
+{{- range $k := list "balancing" "hold" }}
+{{- if hasKey $defaults $k }}
+defaults.{{ $k }}: the api-gateway reads {{ $k }} from each entry of models (the same models list), never from this chart's defaults; set it on the entries, or as the api-gateway chart's own {{ $k }}.
 {{- end }}
 {{- end }}
 {{- end }}

@@ -398,10 +398,6 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- $messages = append $messages (include "ramalama-models.validateModel" (dict "context" $ "model" $r "where" $where)) }}
 {{- end }}
 {{- end }}
-{{- range $k := list "modelName" "aliases" "adapters" "enabled" "gguf" "url" "sha256" }}
-{{- if hasKey $.Values.defaults $k }}
-{{- $messages = append $messages (printf "defaults.%s is a per-model key; set it on the entries under models, not in defaults." $k) }}
-{{- end }}
-{{- end }}
+{{- $messages = append $messages (include "model-catalog.validateDefaults" (dict "defaults" .Values.defaults "perEntry" (list "modelName" "aliases" "adapters" "enabled" "gguf" "url" "sha256"))) }}
 {{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}
 {{- end }}

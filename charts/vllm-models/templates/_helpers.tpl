@@ -541,11 +541,7 @@ Argument: dict "model" $m (resolved) "where" "models[i] (name)".
 {{/* Every rule the schema cannot express; fails once with all messages. */}}
 {{- define "vllm-models.validateValues" -}}
 {{- $messages := list (include "model-catalog.validate" .Values.models) }}
-{{- range $k := list "modelName" "aliases" "adapters" "enabled" "huggingfaceId" "revision" }}
-{{- if hasKey ($.Values.defaults | default dict) $k }}
-{{- $messages = append $messages (printf "defaults.%s: %s is per model; set it on the entries of models, not in defaults." $k $k) }}
-{{- end }}
-{{- end }}
+{{- $messages = append $messages (include "model-catalog.validateDefaults" (dict "defaults" .Values.defaults "perEntry" (list "modelName" "aliases" "adapters" "enabled" "huggingfaceId" "revision"))) }}
 {{- /* A multi-node group's headless Service is <objectName>-<group>: no other model's object may have that name. */}}
 {{- $taken := dict }}
 {{- range $r := (include "vllm-models.models" $ | fromYaml).models }}

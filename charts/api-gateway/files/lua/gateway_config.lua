@@ -75,6 +75,17 @@ function _M.prepare_route(route, i)
         b.header_var = "http_" .. lower(b.sessionHeader):gsub("-", "_")
     end
     route.balancing = b
+    -- LoRA adapters served on this model's pods: name -> source (the `root` /v1/models lists).
+    route.adapter_source = {}
+    for j, a in ipairs(route.adapters or {}) do
+        if type(a) ~= "table" or type(a.name) ~= "string" or a.name == "" or type(a.source) ~= "string" then
+            return nil, where .. ": adapters[" .. j .. "] needs a name and a source"
+        end
+        route.adapter_source[a.name] = a.source
+    end
+    route.adapters = route.adapters or {}
+    local h = route.hold or {}
+    route.hold = { timeoutSeconds = tonumber(h.timeoutSeconds) or 0, maxRequests = tonumber(h.maxRequests) or 100 }
     route.health_path = route.healthPath or "/health"
     route.version_key = "ver\0" .. route.name
     route.endpoints_key = "eps\0" .. route.name
@@ -82,7 +93,8 @@ function _M.prepare_route(route, i)
     return route
 end
 
--- name and alias -> route; returns the lookup table, or nil, err.
+-- name, alias and adapter name -> route (an adapter's requests go to its
+-- model's pods); returns the lookup table, or nil, err.
 function _M.index_routes(routes)
     local by_name = {}
     for i, route in ipairs(routes) do
@@ -94,6 +106,9 @@ function _M.index_routes(routes)
         for _, alias in ipairs(route.aliases or {}) do
             names[#names + 1] = alias
         end
+        for _, adapter in ipairs(route.adapters) do
+            names[#names + 1] = adapter.name
+        end
         for _, name in ipairs(names) do
             if by_name[name] then
                 return nil, "model name or alias \"" .. name .. "\" is used twice"
@@ -102,6 +117,17 @@ function _M.index_routes(routes)
         end
     end
     return by_name
+end
+
+-- The route of a requested name and the model it names: the route's own name
+-- for the name or an alias, the adapter's name for an adapter (a model of its
+-- own for clients and API keys, served by its route's pods); nil when unknown.
+function _M.lookup(name, by_name)
+    local route = (by_name or _M.by_name)[name]
+    if not route then
+        return nil
+    end
+    return route, route.adapter_source[name] and name or route.name
 end
 
 -- Validates the API keys file's entries and prepares them for lookups: the key
@@ -153,7 +179,8 @@ function _M.load_keys(entries, by_name, digest)
             if name == "*" then
                 all = true
             elseif by_name[name] then
-                allowed[by_name[name].name] = true
+                local _, model = _M.lookup(name, by_name)
+                allowed[model] = true
             else
                 ngx.log(ngx.WARN, where, ": model \"", name, "\" is not in the routing table; ignored")
             end
@@ -163,6 +190,11 @@ function _M.load_keys(entries, by_name, digest)
             default_route = type(entry.defaultModel) == "string" and by_name[entry.defaultModel]
             if not default_route then
                 return nil, where .. ": defaultModel " .. tostring(entry.defaultModel) .. " is not a routed model"
+            end
+            if default_route.adapter_source[entry.defaultModel] then
+                return nil, where .. ": defaultModel " .. entry.defaultModel .. " is a LoRA adapter of "
+                    .. default_route.name .. "; a request without \"model\" would get the base model, so name a "
+                    .. "model (clients send an adapter's name as \"model\")"
             end
             if not all and not allowed[default_route.name] then
                 return nil, where .. ": defaultModel " .. entry.defaultModel .. " is not one of its models"
@@ -193,8 +225,9 @@ function _M.init(config_dir)
     local default
     if type(table_.defaultModel) == "string" and table_.defaultModel ~= "" then
         default = by_name[table_.defaultModel]
-        if not default then
-            error("api-gateway: defaultModel \"" .. table_.defaultModel .. "\" is not a routed model", 0)
+        if not default or default.adapter_source[table_.defaultModel] then
+            error("api-gateway: defaultModel \"" .. table_.defaultModel .. "\" is not a routed model (a name or "
+                .. "alias; not a LoRA adapter)", 0)
         end
     end
     local max_body = _M.parse_size(settings.body and settings.body.maxSize)
@@ -215,10 +248,11 @@ function _M.init(config_dir)
         end
     end
 
-    -- Lower-cased names, for the "did you mean" of a 404.
+    -- Lower-cased names -> the model they name, for the "did you mean" of a 404.
     local by_lower = {}
-    for name, route in pairs(by_name) do
-        by_lower[lower(name)] = by_lower[lower(name)] or route
+    for name in pairs(by_name) do
+        local _, model = _M.lookup(name, by_name)
+        by_lower[lower(name)] = by_lower[lower(name)] or model
     end
 
     -- Budgets: in Redis when an address is set (its password from the mounted Secret).

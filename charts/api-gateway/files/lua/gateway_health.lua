@@ -18,15 +18,18 @@ local _M = { DICT = "gateway_endpoints" }
 -- Per worker: route name -> { version, state = {id -> state}, failed = {id -> until} }
 local copies = {}
 
--- Status code of GET path on one endpoint, or nil, err.
-function _M.probe(ep, host, path, timeout_ms)
+-- Status code of GET path on one endpoint, or nil, err. The probe names its model in
+-- X-Gateway-Model like a routed request, so a gateway in front (an InferencePool
+-- HTTPRoute matching that header) routes it too.
+function _M.probe(ep, host, path, timeout_ms, model)
     local sock = ngx.socket.tcp()
     sock:settimeout(timeout_ms)
     local ok, err = sock:connect(ep.address, ep.port)
     if not ok then
         return nil, err
     end
-    ok, err = sock:send("GET " .. path .. " HTTP/1.0\r\nHost: " .. host .. "\r\nUser-Agent: api-gateway-health\r\n\r\n")
+    ok, err = sock:send("GET " .. path .. " HTTP/1.0\r\nHost: " .. host .. "\r\nUser-Agent: api-gateway-health\r\n"
+        .. (model and "X-Gateway-Model: " .. model .. "\r\n" or "") .. "\r\n")
     if not ok then
         sock:close()
         return nil, err
@@ -57,7 +60,7 @@ local function bump(name)
 end
 
 local function check(route, ep, settings)
-    local status, err = _M.probe(ep, route.host, route.health_path, settings.timeoutSeconds * 1000)
+    local status, err = _M.probe(ep, route.host, route.health_path, settings.timeoutSeconds * 1000, route.name)
     local state = _M.classify(status)
     local dict = ngx.shared[_M.DICT]
     local key = "h\0" .. route.name .. "\0" .. ep.id

@@ -7,6 +7,8 @@
 local health = require "gateway_health"
 local config = require "gateway_config"
 local balancer = require "gateway_balancer"
+local hold = require "gateway_hold"
+local cjson = require "cjson.safe"
 
 local ngx = ngx
 local concat = table.concat
@@ -52,6 +54,8 @@ local COUNTERS = {
       .. "tokens (per minute), pace (near the token budget, one request at a time per replica).",
       { "api_key", "reason" } },
     { "q", "gateway_budget_backend_errors_total", "Failed calls to the budget backend (Redis).", {} },
+    { "w", "gateway_hold_total", "Requests held while their model had no ready pod, by how the wait ended: "
+      .. "routed (a pod came), timeout, gone (the client hung up), full (too many waiting).", { "model", "outcome" } },
 }
 -- Kinds whose second label is an endpoint: pruned once the endpoint is gone a while.
 local PER_ENDPOINT = { e = true, x = true }
@@ -147,6 +151,10 @@ function _M.usage(model, key_name, stream, prompt, completion, ttft, tpot)
     if tpot then
         observe(dict, "p", model, tpot)
     end
+end
+
+function _M.held(route, outcome)
+    ngx.shared[_M.DICT]:incr("w" .. SEP .. route.name .. SEP .. outcome, 1, 0)
 end
 
 function _M.budget_rejection(key_name, reason)
@@ -261,6 +269,23 @@ function _M.render(entries, models)
         out[#out + 1] = format('gateway_model_replicas{model="%s",state="ready"} %d', label(model), r[1] or 0)
         out[#out + 1] = format('gateway_model_replicas{model="%s",state="total"} %d', label(model), r[2] or 0)
     end
+    out[#out + 1] = "# HELP gateway_requests_held Requests waiting on this gateway pod for their model to get a "
+        .. "ready pod (hold.timeoutSeconds)."
+    out[#out + 1] = "# TYPE gateway_requests_held gauge"
+    for _, model in ipairs(names) do
+        out[#out + 1] = format('gateway_requests_held{model="%s"} %d', label(model), models[model].held or 0)
+    end
+    out[#out + 1] = "# HELP gateway_model_demand Requests of the model on this gateway pod: held plus in flight "
+        .. "(what a scaler reads to wake a model from zero)."
+    out[#out + 1] = "# TYPE gateway_model_demand gauge"
+    for _, model in ipairs(names) do
+        local m = models[model]
+        local demand = m.held or 0
+        for _, n in pairs(m.inflight or {}) do
+            demand = demand + n
+        end
+        out[#out + 1] = format('gateway_model_demand{model="%s"} %d', label(model), demand)
+    end
     out[#out + 1] = "# HELP gateway_upstream_in_flight Requests in flight to each endpoint of a model, on this "
         .. "gateway pod."
     out[#out + 1] = "# TYPE gateway_upstream_in_flight gauge"
@@ -305,9 +330,9 @@ local function prune(dict, live, now)
     return entries
 end
 
--- GET /metrics on the metrics port.
-function _M.collect()
-    local dict = ngx.shared[_M.DICT]
+-- Each model's state on this gateway pod (readiness, replicas, in flight per
+-- pod, held), and the endpoints live now per model name (adapters included).
+local function snapshot()
     local models, live = {}, {}
     for _, route in ipairs(config.routes or {}) do
         local state, ready, total = health.summary(route)
@@ -318,14 +343,57 @@ function _M.collect()
             inflight[ep.id] = balancer.inflight(route, ep)
         end
         live[route.name] = ids
+        for _, adapter in ipairs(route.adapters or {}) do -- requests for an adapter count under its name
+            live[adapter.name] = ids
+        end
         local is_ready -- nil until discovery has run
         if state ~= "unknown" then
             is_ready = state == "ready"
         end
-        models[route.name] = { ready = is_ready, replicas = { ready, total }, inflight = inflight }
+        models[route.name] = { ready = is_ready, replicas = { ready, total }, inflight = inflight,
+                               held = hold.held(route) }
     end
+    return models, live
+end
+
+-- GET /metrics on the metrics port.
+function _M.collect()
+    local models, live = snapshot()
     ngx.header["Content-Type"] = "text/plain; version=0.0.4"
-    ngx.print(_M.render(prune(dict, live, ngx.now()), models))
+    ngx.print(_M.render(prune(ngx.shared[_M.DICT], live, ngx.now()), models))
+end
+
+-- GET /demand?model=NAME on the metrics port: {"model", "held", "in_flight", "demand"} of one
+-- model on this gateway pod, as JSON (what KEDA's metrics-api scaler reads, valueLocation
+-- "demand"); without `model`, every model under "models". 404 for a model not routed.
+function _M.demand()
+    local models = snapshot()
+    local function one(name)
+        local m = models[name]
+        local inflight = 0
+        for _, n in pairs(m.inflight) do
+            inflight = inflight + n
+        end
+        return { model = name, held = m.held, in_flight = inflight, demand = m.held + inflight }
+    end
+    local want = ngx.var.arg_model
+    ngx.header["Content-Type"] = "application/json"
+    if want and want ~= "" then
+        want = ngx.unescape_uri(want)
+        if not models[want] then
+            ngx.status = 404
+            ngx.print(cjson.encode({ error = { message = "No routed model is named \"" .. want
+                .. "\" (use the catalog's modelName).", code = "model_not_found" } }), "\n")
+            return
+        end
+        ngx.print(cjson.encode(one(want)), "\n")
+        return
+    end
+    local all = {}
+    for name in pairs(models) do
+        all[name] = one(name)
+    end
+    ngx.print(cjson.encode({ models = all }), "\n")
 end
 
 return _M

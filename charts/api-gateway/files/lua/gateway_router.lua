@@ -13,6 +13,7 @@ local health = require "gateway_health"
 local balancer = require "gateway_balancer"
 local metrics = require "gateway_metrics"
 local cors = require "gateway_cors"
+local hold = require "gateway_hold"
 
 local ngx = ngx
 local find = string.find
@@ -152,7 +153,8 @@ function _M.not_ready(route)
         .. "; retry later.", "model_not_ready", "model", { ["Retry-After"] = retry_after() })
 end
 
--- The route for a request's model (nil = absent), or nil, err. A key learns
+-- The route for a request's model (nil = absent) and the model it names (an
+-- adapter's own name, else the route's), or nil, err. A key learns
 -- nothing of models it may not use: without "model", its own default or the
 -- gateway's (when the key may use it), else 400; a 404 names only what the
 -- client sent, and suggests only a model the key may use.
@@ -163,16 +165,16 @@ function _M.route_for(model, key)
             return nil, errors.new(400, "The request has no \"model\"; GET /v1/models lists the models you can use.",
                 "model_required", "model")
         end
-        return route
+        return route, route.name
     end
-    local route = config.by_name[model]
-    if route and auth.allows(key, route.name) then
-        return route
+    local route, name = config.lookup(model)
+    if route and auth.allows(key, name) then
+        return route, name
     end
     local message = "The model \"" .. model .. "\" does not exist or you do not have access to it"
     local near = config.by_lower[lower(model)]
-    if not route and near and auth.allows(key, near.name) then
-        message = message .. "; did you mean \"" .. near.name .. "\"? (names are case-sensitive)"
+    if not route and near and auth.allows(key, near) then
+        message = message .. "; did you mean \"" .. near .. "\"? (names are case-sensitive)"
     end
     return nil, errors.new(404, message .. "; GET /v1/models lists the models you can use.", "model_not_found",
         "model")
@@ -211,7 +213,7 @@ end
 
 -- What the balancing policy of the route hashes: the session key (a header, or
 -- a body field) or the prompt's leading part.
-local function request_keys(route, src, fields)
+local function request_keys(route, src, fields, model)
     local b = route.balancing
     if b.policy == "session" then
         local key = b.header_var and ngx.var[b.header_var]
@@ -220,7 +222,12 @@ local function request_keys(route, src, fields)
         end
         return { session = key }
     elseif b.policy == "prefix" then
-        return { prefix = body.prefix(src, fields, b.prefixLength) }
+        local prefix = body.prefix(src, fields, b.prefixLength)
+        -- Each adapter has its own prefix cache on a pod (and a pod holds few adapters at once).
+        if prefix and model ~= route.name then
+            prefix = model .. "\0" .. prefix
+        end
+        return { prefix = prefix }
     end
     return {}
 end
@@ -241,6 +248,7 @@ end
 -- location has no ngx.ctx: a failed request charges nothing.)
 function _M.log()
     balancer.release()
+    hold.release()
     local var = ngx.var
     local u = ngx.ctx.usage
     local prompt, completion
@@ -300,15 +308,17 @@ function _M.access()
     if not src then
         return fail(err)
     end
-    local fields, route, request
+    local fields, route, model, request
     fields, err = body.scan(src, config.session_fields)
     if fields then
         if fields.model then
             ngx.var.gateway_requested_model = fields.model
         end
-        route, err = _M.route_for(fields.model, key or nil)
+        route, model = _M.route_for(fields.model, key or nil)
         if route then
-            request = request_keys(route, src, fields)
+            request = request_keys(route, src, fields, model)
+        else
+            err = model
         end
     end
     body.close(src)
@@ -317,13 +327,22 @@ function _M.access()
     end
     local var = ngx.var
     -- Set before the readiness check: a 503 is logged, counted and labelled with its model.
-    var.gateway_model = route.name
+    var.gateway_model, var.gateway_route = model, route.name
     local ok
     ok, err = _M.admit(key or nil, fields)
     if not ok then
         return fail(err)
     end
     local ep, decision, candidates = balancer.choose(route, request)
+    if not ep and route.hold.timeoutSeconds > 0 then
+        local waited
+        ep, waited, candidates = hold.wait(route, request, function(outcome) metrics.held(route, outcome) end,
+            retry_after())
+        if not ep then
+            return fail(waited)
+        end
+        decision = waited
+    end
     if not ep then
         return fail(_M.not_ready(route) or errors.new(503, "The model \"" .. route.name
             .. "\" has no usable replica; retry later.", "model_not_ready", "model",

@@ -1,4 +1,5 @@
 """The mock OpenAI backend (images/mock-openai/mock_openai.py), driven over HTTP on a free port."""
+
 from __future__ import annotations
 
 import http.client
@@ -23,8 +24,14 @@ ROUTES = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/resp
 
 @pytest.fixture(scope="module")
 def mock(tmp_path_factory):
-    backend = MockBackend("--model", "org/Alpha-7B", "--served-model-name", "alpha", "alpha-latest",
-                          log_dir=tmp_path_factory.mktemp("mock")).start()
+    backend = MockBackend(
+        "--model",
+        "org/Alpha-7B",
+        "--served-model-name",
+        "alpha",
+        "alpha-latest",
+        log_dir=tmp_path_factory.mktemp("mock"),
+    ).start()
     yield backend
     backend.stop()
 
@@ -35,8 +42,20 @@ def call(mock, path, body=None, method="POST", headers=None):
 
 class TestCommandLine:
     def test_vllm_form_with_served_names(self):
-        args = mock_openai.parse_args(["--model", "Qwen/Q", "--served-model-name", "q", "q2",
-                                       "--tensor-parallel-size", "2", "--dtype", "auto", "--trust-remote-code"])
+        args = mock_openai.parse_args(
+            [
+                "--model",
+                "Qwen/Q",
+                "--served-model-name",
+                "q",
+                "q2",
+                "--tensor-parallel-size",
+                "2",
+                "--dtype",
+                "auto",
+                "--trust-remote-code",
+            ]
+        )
         assert (args.model_id, args.served) == ("Qwen/Q", ["q", "q2"])
 
     def test_vllm_serve_positional(self):
@@ -46,29 +65,65 @@ class TestCommandLine:
     def test_sglang_and_llama_server_forms(self):
         sg = mock_openai.parse_args(["--model-path", "org/M", "--tp", "2", "--port", "30000"])
         assert (sg.served, sg.port) == (["org/M"], 30000)
-        ll = mock_openai.parse_args(["--model", "/mnt/models/x.gguf", "--alias", "tiny", "--ctx-size", "2048",
-                                     "-ngl", "99", "--threads", "4", "--host", "0.0.0.0", "--port", "8080"])
+        ll = mock_openai.parse_args(
+            [
+                "--model",
+                "/mnt/models/x.gguf",
+                "--alias",
+                "tiny",
+                "--ctx-size",
+                "2048",
+                "-ngl",
+                "99",
+                "--threads",
+                "4",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "8080",
+            ]
+        )
         assert (ll.served, ll.host, ll.port) == (["tiny"], "0.0.0.0", 8080)
 
-    @pytest.mark.parametrize("argv,any_model", [
-        (["--model", "/mnt/models/x.gguf", "--alias", "tiny"], True),   # llama-server
-        (["--model", "/mnt/models/X.GGUF", "--port", "8080"], True),     # llama-server, no alias
-        (["--model", "org/M", "--alias", "m"], True),                   # an alias is llama-server's flag
-        (["--model", "org/M", "--served-model-name", "m"], False),      # vLLM
-        (["serve", "org/M"], False),                                     # vllm serve
-        (["--model-path", "org/M"], False),                              # SGLang
-        (["--model", "/m/x.gguf", "--served-model-name", "x"], False),  # vLLM serving a GGUF file
-        (["--model", "org/M", "--mock-any-model"], True),
-    ])
+    @pytest.mark.parametrize(
+        "argv,any_model",
+        [
+            (["--model", "/mnt/models/x.gguf", "--alias", "tiny"], True),  # llama-server
+            (["--model", "/mnt/models/X.GGUF", "--port", "8080"], True),  # llama-server, no alias
+            (["--model", "org/M", "--alias", "m"], True),  # an alias is llama-server's flag
+            (["--model", "org/M", "--served-model-name", "m"], False),  # vLLM
+            (["serve", "org/M"], False),  # vllm serve
+            (["--model-path", "org/M"], False),  # SGLang
+            (["--model", "/m/x.gguf", "--served-model-name", "x"], False),  # vLLM serving a GGUF file
+            (["--model", "org/M", "--mock-any-model"], True),
+        ],
+    )
     def test_which_forms_accept_any_model_name(self, argv, any_model):
         args = mock_openai.parse_args(argv)
         assert args.any_model is any_model, args
 
     def test_unknown_flags_are_ignored_with_a_warning(self, capsys):
-        args = mock_openai.parse_args(["--model", "m", "--some-new-flag", "value", "--other-switch",
-                                       "--port", "1234"])
+        args = mock_openai.parse_args(["--model", "m", "--some-new-flag", "value", "--other-switch", "--port", "1234"])
         assert (args.served, args.port) == (["m"], 1234)
         assert "--some-new-flag value --other-switch" in capsys.readouterr().err
+
+    def test_lora_modules_in_both_of_vllms_forms(self):
+        args = mock_openai.parse_args(
+            [
+                "--model",
+                "org/Base",
+                "--served-model-name",
+                "base",
+                "--enable-lora",
+                "--max-loras",
+                "2",
+                "--lora-modules",
+                '{"base_model_name": "base", "name": "sql", "path": "org/sql-lora"}',
+                "chat=/data/adapters/chat",
+            ]
+        )
+        assert args.adapters == {"sql": "org/sql-lora", "chat": "/data/adapters/chat"}
+        assert args.served == ["base"]
 
 
 class TestEndpoints:
@@ -81,8 +136,17 @@ class TestEndpoints:
 
     @pytest.mark.parametrize("path", ROUTES)
     def test_every_route_says_who_answered(self, mock, path):
-        resp = call(mock, path, {"model": "alpha-latest", "messages": [{"role": "user", "content": "hi"}],
-                                 "prompt": "hi", "input": "hi", "tokens": [104, 105]})
+        resp = call(
+            mock,
+            path,
+            {
+                "model": "alpha-latest",
+                "messages": [{"role": "user", "content": "hi"}],
+                "prompt": "hi",
+                "input": "hi",
+                "tokens": [104, 105],
+            },
+        )
         assert resp.status == 200, resp.body
         assert resp.headers["x-mock-backend"] == mock.backend_id
         assert mock.backend_id.startswith("alpha@") and mock.backend_id.endswith(f":{mock.port}")
@@ -94,8 +158,7 @@ class TestEndpoints:
     def test_response_shapes(self, mock):
         chat = call(mock, "/v1/chat/completions", {"model": "alpha", "mock": {"chunks": 3}}).json()
         assert chat["object"] == "chat.completion"
-        assert chat["choices"][0]["message"] == {"role": "assistant", "content": "tok0 tok1 tok2 ",
-                                                 "tool_calls": []}
+        assert chat["choices"][0]["message"] == {"role": "assistant", "content": "tok0 tok1 tok2 ", "tool_calls": []}
         assert chat["usage"]["completion_tokens"] == 3
         emb = call(mock, "/v1/embeddings", {"model": "alpha", "input": ["a", "b"]}).json()
         assert [d["index"] for d in emb["data"]] == [0, 1] and len(emb["data"][0]["embedding"]) == 8
@@ -124,9 +187,16 @@ class TestEndpoints:
 
 class TestStreaming:
     def test_chat_stream_format(self, mock):
-        resp = call(mock, "/v1/chat/completions",
-                    {"model": "alpha", "stream": True, "stream_options": {"include_usage": True},
-                     "mock": {"chunks": 4, "interval_ms": 1}})
+        resp = call(
+            mock,
+            "/v1/chat/completions",
+            {
+                "model": "alpha",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "mock": {"chunks": 4, "interval_ms": 1},
+            },
+        )
         assert resp.status == 200 and resp.complete
         assert resp.headers["content-type"] == "text/event-stream"
         assert resp.headers["transfer-encoding"] == "chunked"
@@ -142,37 +212,49 @@ class TestStreaming:
         assert all(c["system_fingerprint"] == mock.backend_id and c["model"] == "alpha" for c in chunks)
 
     def test_completions_and_responses_streams(self, mock):
-        cmpl = call(mock, "/v1/completions", {"model": "alpha", "stream": True, "mock": {"chunks": 2,
-                                                                                         "interval_ms": 1}})
+        cmpl = call(
+            mock, "/v1/completions", {"model": "alpha", "stream": True, "mock": {"chunks": 2, "interval_ms": 1}}
+        )
         assert [json.loads(d)["choices"][0]["text"] for d in cmpl.data[:-1]] == ["tok0 ", "tok1 ", ""]
         assert cmpl.data[-1] == "[DONE]"
-        resp = call(mock, "/v1/responses", {"model": "alpha", "stream": True, "mock": {"chunks": 2,
-                                                                                       "interval_ms": 1}})
+        resp = call(mock, "/v1/responses", {"model": "alpha", "stream": True, "mock": {"chunks": 2, "interval_ms": 1}})
         kinds = [ev.split("\n")[0] for _, ev in resp.events]
-        assert kinds == ["event: response.created", "event: response.output_text.delta",
-                         "event: response.output_text.delta", "event: response.completed"]
+        assert kinds == [
+            "event: response.created",
+            "event: response.output_text.delta",
+            "event: response.output_text.delta",
+            "event: response.completed",
+        ]
 
     def test_pacing(self, mock):
-        resp = call(mock, "/v1/chat/completions",
-                    {"model": "alpha", "stream": True, "mock": {"chunks": 10, "interval_ms": 30}})
+        resp = call(
+            mock, "/v1/chat/completions", {"model": "alpha", "stream": True, "mock": {"chunks": 10, "interval_ms": 30}}
+        )
         assert len(resp.events) == 1 + 10 + 1 + 1
         first_to_last = resp.events[10][0] - resp.events[0][0]
         assert 0.27 <= first_to_last <= 0.6, first_to_last
         assert statistics.median(resp.gaps()[:10]) >= 0.02, resp.gaps()
 
     def test_die_after_chunks_ends_without_done(self, mock):
-        resp = call(mock, "/v1/chat/completions",
-                    {"model": "alpha", "stream": True, "mock": {"chunks": 20, "interval_ms": 1,
-                                                                  "die_after_chunks": 3}})
+        resp = call(
+            mock,
+            "/v1/chat/completions",
+            {"model": "alpha", "stream": True, "mock": {"chunks": 20, "interval_ms": 1, "die_after_chunks": 3}},
+        )
         assert resp.status == 200
         assert not resp.complete
         assert len(resp.events) == 3 and "[DONE]" not in resp.data
 
     def test_client_disconnect_is_counted_and_stops_the_stream(self, mock):
         mock.reset()
-        rawhttp.request("127.0.0.1", mock.port, "POST", "/v1/chat/completions",
-                        {"model": "alpha", "stream": True, "mock": {"chunks": 100, "interval_ms": 10}},
-                        close_after_events=3)
+        rawhttp.request(
+            "127.0.0.1",
+            mock.port,
+            "POST",
+            "/v1/chat/completions",
+            {"model": "alpha", "stream": True, "mock": {"chunks": 100, "interval_ms": 10}},
+            close_after_events=3,
+        )
         time.sleep(0.3)
         stats = mock.stats()
         assert stats["disconnects"] == 1
@@ -204,9 +286,12 @@ class TestControls:
         mock.reset()
         conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=5)
         for _ in range(3):
-            conn.request("POST", "/v1/chat/completions", json.dumps({"model": "alpha", "stream": True,
-                                                                     "mock": {"chunks": 2, "interval_ms": 1}}),
-                         {"Content-Type": "application/json"})
+            conn.request(
+                "POST",
+                "/v1/chat/completions",
+                json.dumps({"model": "alpha", "stream": True, "mock": {"chunks": 2, "interval_ms": 1}}),
+                {"Content-Type": "application/json"},
+            )
             resp = conn.getresponse()
             assert resp.read().endswith(b"data: [DONE]\n\n")
         conn.close()
@@ -217,16 +302,20 @@ class TestControls:
 
     def test_chunked_request_body(self, mock):
         body = json.dumps({"model": "alpha", "input": "x"}).encode()
-        raw = (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-               + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        raw = (
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        )
         assert rawhttp.request("127.0.0.1", mock.port, "", "", raw=raw).status == 200
 
 
-@pytest.mark.parametrize("args", [
-    ["--model", "/mnt/models/x.gguf", "--alias", "tiny"],  # llama-server: serves one model, ignores the name
-    ["--model", "org/M", "--served-model-name", "m", "--mock-any-model"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "/mnt/models/x.gguf", "--alias", "tiny"],  # llama-server: serves one model, ignores the name
+        ["--model", "org/M", "--served-model-name", "m", "--mock-any-model"],
+    ],
+)
 def test_any_model_name_is_answered(tmp_path, args):
     backend = MockBackend(*args, log_dir=tmp_path).start()
     try:
@@ -240,8 +329,7 @@ def test_any_model_name_is_answered(tmp_path, args):
 
 
 def test_startup_seconds_model_is_loading(tmp_path):
-    backend = MockBackend("--served-model-name", "slow", "--mock-startup-seconds", "0.6",
-                          log_dir=tmp_path).start()
+    backend = MockBackend("--served-model-name", "slow", "--mock-startup-seconds", "0.6", log_dir=tmp_path).start()
     try:
         assert call(backend, "/health", method="GET").status == 503
         assert call(backend, "/v1/chat/completions", {"model": "slow"}).status == 503
@@ -259,10 +347,17 @@ def test_sigterm_stops_it(tmp_path):
         socket.create_connection(("127.0.0.1", backend.port), timeout=1)
 
 
-@pytest.mark.parametrize("name,args,served", [
-    ("vllm", ["serve", "org/M", "--served-model-name", "m", "--tensor-parallel-size", "1"], "m"),
-    ("llama-server", ["--model", "/mnt/models/x.gguf", "--alias", "tiny", "-ngl", "0", "--ctx-size", "512"], "tiny"),
-])
+@pytest.mark.parametrize(
+    "name,args,served",
+    [
+        ("vllm", ["serve", "org/M", "--served-model-name", "m", "--tensor-parallel-size", "1"], "m"),
+        (
+            "llama-server",
+            ["--model", "/mnt/models/x.gguf", "--alias", "tiny", "-ngl", "0", "--ctx-size", "512"],
+            "tiny",
+        ),
+    ],
+)
 def test_runs_under_the_real_servers_names(tmp_path, name, args, served):
     """The image links vllm and llama-server to the mock: the model charts' commands run unchanged."""
     link = tmp_path / name

@@ -1,4 +1,5 @@
 """charts/openwebui: Open WebUI pre-wired to the api-gateway, safe under GitOps (issue 6)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,13 @@ NAME = "test-openwebui"  # release "test" + chart name
 SECRET_KEY = {"existingSecret": "openwebui-secret", "key": "webui-secret-key"}
 REDIS = {"existingSecret": "openwebui-redis", "key": "url"}
 DATABASE = {"existingSecret": "openwebui-db", "key": "url"}
-SCALED = {"replicas": 3, "secretKey": SECRET_KEY, "redis": REDIS, "externalDatabase": DATABASE,
-          "persistence": {"accessModes": ["ReadWriteMany"]}}
+SCALED = {
+    "replicas": 3,
+    "secretKey": SECRET_KEY,
+    "redis": REDIS,
+    "externalDatabase": DATABASE,
+    "persistence": {"accessModes": ["ReadWriteMany"]},
+}
 
 
 def render(values=None, **kwargs):
@@ -161,9 +167,12 @@ class TestReplicas:
 
     def test_scaled_with_nothing_reports_every_problem_at_once(self):
         msg = fails({"replicas": 2})
-        for needle in ("replicas: 2 needs Redis", "replicas: 2 needs one shared WEBUI_SECRET_KEY",
-                       "replicas: 2 needs an external database",
-                       'persistence.accessModes: ["ReadWriteOnce"] cannot be mounted by 2 pods'):
+        for needle in (
+            "replicas: 2 needs Redis",
+            "replicas: 2 needs one shared WEBUI_SECRET_KEY",
+            "replicas: 2 needs an external database",
+            'persistence.accessModes: ["ReadWriteOnce"] cannot be mounted by 2 pods',
+        ):
             assert needle in msg
         assert msg.count("invalid values") == 1
 
@@ -175,8 +184,11 @@ class TestPersistence:
     def test_pvc_is_kept_on_uninstall(self):
         values = {"persistence": {"size": "20Gi", "storageClass": "fast", "annotations": {"a": "b"}}}
         pvc = get(render(values), "PersistentVolumeClaim", f"{NAME}-data")
-        assert pvc["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep", "a": "b",
-                                                  "argocd.argoproj.io/sync-options": "Prune=false,Delete=false"}
+        assert pvc["metadata"]["annotations"] == {
+            "helm.sh/resource-policy": "keep",
+            "a": "b",
+            "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+        }
         assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
         assert pvc["spec"]["storageClassName"] == "fast"
         assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
@@ -200,16 +212,23 @@ class TestServiceAndIngress:
         [port] = get(manifests, "Service", NAME)["spec"]["ports"]
         assert (port["port"], port["targetPort"]) == (80, "http")
         assert container(manifests)["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-        assert get(manifests, "Service", NAME)["spec"]["selector"] == \
-            deployment(manifests)["spec"]["selector"]["matchLabels"]
+        assert (
+            get(manifests, "Service", NAME)["spec"]["selector"]
+            == deployment(manifests)["spec"]["selector"]["matchLabels"]
+        )
 
     def test_no_ingress_by_default(self):
         assert not find(render(), "Ingress")
 
     def test_ingress_routes_hosts_to_the_service(self):
-        values = {"ingress": {"enabled": True, "className": "nginx",
-                              "hosts": [{"host": "chat.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
-                              "tls": [{"secretName": "tls", "hosts": ["chat.example.com"]}]}}
+        values = {
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "hosts": [{"host": "chat.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+                "tls": [{"secretName": "tls", "hosts": ["chat.example.com"]}],
+            }
+        }
         ing = get(render(values), "Ingress", NAME)
         assert ing["apiVersion"] == "networking.k8s.io/v1"
         assert ing["spec"]["ingressClassName"] == "nginx"
@@ -289,8 +308,10 @@ class TestOfflineAndRag:
         assert {"OFFLINE_MODE", "HF_HUB_OFFLINE", "RAG_EMBEDDING_MODEL_AUTO_UPDATE"}.isdisjoint(e)
 
     def test_embeddings_through_the_gateway(self):
-        values = {"rag": {"bypassEmbeddingAndRetrieval": False, "embeddingEngine": "openai", "embeddingModel": "emb"},
-                  "gateway": {"apiKey": {"existingSecret": "gw", "key": "k"}}}
+        values = {
+            "rag": {"bypassEmbeddingAndRetrieval": False, "embeddingEngine": "openai", "embeddingModel": "emb"},
+            "gateway": {"apiKey": {"existingSecret": "gw", "key": "k"}},
+        }
         e = env(render(values))
         assert e["BYPASS_EMBEDDING_AND_RETRIEVAL"] == "False"
         assert e["RAG_EMBEDDING_ENGINE"] == "openai"
@@ -299,12 +320,16 @@ class TestOfflineAndRag:
         assert e["RAG_EMBEDDING_MODEL"] == "emb"
 
     def test_gateway_embeddings_need_a_model(self):
-        assert "rag.embeddingModel: empty while rag.embeddingEngine is openai" in fails({"rag": {"embeddingEngine": "openai"}})
+        assert "rag.embeddingModel: empty while rag.embeddingEngine is openai" in fails(
+            {"rag": {"embeddingEngine": "openai"}}
+        )
 
 
 class TestExtras:
     def test_extra_env_is_appended(self):
-        e = env(render({"extraEnv": [{"name": "ENABLE_SIGNUP", "value": "False"}], "webuiUrl": "https://chat.example.com"}))
+        e = env(
+            render({"extraEnv": [{"name": "ENABLE_SIGNUP", "value": "False"}], "webuiUrl": "https://chat.example.com"})
+        )
         assert e["ENABLE_SIGNUP"] == "False"
         assert e["WEBUI_URL"] == "https://chat.example.com"
 

@@ -15,8 +15,10 @@ starting from cold servers (restarted before it):
 Workloads:
 - shared: S long system prompts with C conversations each, T turns per conversation; turn t of
   every conversation runs (at concurrency N) before turn t+1, each turn carrying the history.
-  Each server's prompt cache holds about three such prompts (--cache-mib), as a GPU's KV cache
-  holds only so much: spread over all servers, S prompts evict each other; kept apart, they fit.
+  Each server's prompt cache holds about three such conversations (--cache-mib; llama-server
+  logs each entry at 10-12 MiB), as a GPU's KV cache holds only so much: spread over all servers,
+  S prompts evict each other; kept apart (S/3 a server, or a few more where the hash is uneven),
+  they mostly fit.
   Reported: time to first token (first content event of the stream) p50 and p90, and requests
   per second.
 - unique: requests that share no prefix (every system prompt different): requests per second,
@@ -75,8 +77,9 @@ def parse_args(argv):
     p.add_argument(
         "--cache-mib",
         type=int,
-        default=30,
-        help="each server's prompt cache (--cache-ram, MiB; default 30: three 2,500-token prompts)",
+        default=40,
+        help="each server's prompt cache (--cache-ram, MiB; default 40: three conversations of a 2,500-token "
+        "prompt, about 10-12 MiB each as llama-server logs them)",
     )
     p.add_argument("--unique", type=int, help="requests of the unique-prompt load (default 12; --quick 9)")
     # Below the servers' capacity: with one slot each, a third request would queue behind a
@@ -154,7 +157,7 @@ class Servers:
                         "-np",
                         "1",
                         "--cache-ram",
-                        "2048",
+                        str(self.cache_mib),
                         "--threads-http",
                         "16",
                     ],

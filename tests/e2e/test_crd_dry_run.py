@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL_CHARTS = ("vllm-models", "ramalama-models")
 # The kinds this file is about: each must be in at least one rendered case, or the test proves nothing.
 CUSTOM_KINDS = {"LeaderWorkerSet", "InferencePool", "HTTPRoute"}
+# The dry runs go to a namespace of their own: in the stack's, `apply` would patch the installed
+# objects of the same names (a PVC "resized", a merged pod template) instead of checking the chart's.
+DRY_RUN_SUFFIX = "-dry-run"
 
 
 def _cases() -> list[tuple[str, str]]:
@@ -32,7 +35,9 @@ def _cases() -> list[tuple[str, str]]:
 
 def _render(stack, chart: str, values: str) -> str:
     # The ci file's `models` replace the stack's list (helm -f: a later file's list wins whole).
-    return stack.template(REPO / "charts" / chart, REPO / "charts" / chart / "ci" / values)
+    return stack.template(
+        REPO / "charts" / chart, REPO / "charts" / chart / "ci" / values, namespace=stack.namespace + DRY_RUN_SUFFIX
+    )
 
 
 def test_the_cases_render_every_custom_kind_of_the_model_charts(stack):
@@ -57,7 +62,7 @@ def test_model_chart_manifests_pass_server_side_validation(stack, crds, chart, v
         )
         assert not mine, f"{chart} with {values} renders nothing for {[m['modelName'] for m in mine]}"
         return
-    proc = stack.server_dry_run_apply(manifest)
+    proc = stack.server_dry_run_apply(manifest, namespace=stack.namespace + DRY_RUN_SUFFIX)
     assert proc.returncode == 0, f"{chart} {values}:\n{proc.stderr}"
 
 

@@ -196,9 +196,11 @@ class Stack:
                 "--dry-run=server",
             ).stdout
 
-    def template(self, chart: Path, values: Path | None = None, *, extra: tuple[str, ...] = ()) -> str:
+    def template(
+        self, chart: Path, values: Path | None = None, *, extra: tuple[str, ...] = (), namespace: str | None = None
+    ) -> str:
         """`helm template` of `chart` (any folder) with the stack's values, or with `values` (and the
-        models, where its schema takes them)."""
+        models, where its schema takes them), into the stack's namespace or `namespace`."""
         if (chart / "Chart.lock").exists() or "dependencies" in (chart / "Chart.yaml").read_text():
             subprocess.run(
                 [helm_bin(), "dependency", "build", "--skip-refresh", str(chart)], capture_output=True, text=True
@@ -210,7 +212,7 @@ class Stack:
             takes_models = not schema.exists() or "models" in json.loads(schema.read_text()).get("properties", {})
             files = (["-f", str(self.models_file())] if takes_models else []) + ["-f", str(values)]
         proc = subprocess.run(
-            [helm_bin(), "template", chart.name, str(chart), "-n", self.namespace, *files, *extra],
+            [helm_bin(), "template", chart.name, str(chart), "-n", namespace or self.namespace, *files, *extra],
             capture_output=True,
             text=True,
         )
@@ -218,12 +220,13 @@ class Stack:
             raise RuntimeError(f"helm template {chart.name}:\n{proc.stderr}")
         return proc.stdout
 
-    def server_dry_run_apply(self, manifest: str) -> subprocess.CompletedProcess:
-        """`kubectl apply --dry-run=server --validate=strict`; namespaces it names are created first
-        (a dry run cannot create them, and the API server refuses objects in a missing one)."""
+    def server_dry_run_apply(self, manifest: str, namespace: str | None = None) -> subprocess.CompletedProcess:
+        """`kubectl apply --dry-run=server --validate=strict` into the stack's namespace or
+        `namespace`; namespaces it names are created first (a dry run cannot create them, and the
+        API server refuses objects in a missing one)."""
         docs = [d for d in yaml.safe_load_all(manifest) if isinstance(d, dict) and d.get("kind")]
         for doc in docs:
-            doc["metadata"].setdefault("namespace", self.namespace)  # as `helm install -n` would
+            doc["metadata"].setdefault("namespace", namespace or self.namespace)  # as `helm install -n` would
         existing = {n["metadata"]["name"] for n in self.cluster.kubectl_json("get", "namespaces")["items"]}
         for ns in sorted({d["metadata"]["namespace"] for d in docs} - existing):
             self.cluster.kubectl("create", "namespace", ns)

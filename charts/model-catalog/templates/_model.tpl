@@ -16,7 +16,7 @@ entry and `defaults`, in both model charts; every other key an entry sets
 replaces the default whole. As a YAML list.
 */}}
 {{- define "model-catalog.mergeGroups" -}}
-{{- toYaml (list "hfToken" "image" "inferencePool" "podDisruptionBudget" "probes" "resources" "service" "serviceMonitor") }}
+{{- toYaml (list "autoscaling" "drain" "hfToken" "image" "inferencePool" "podDisruptionBudget" "probes" "resources" "service" "serviceMonitor") }}
 {{- end }}
 
 {{/* An entry with `defaults` filled in by the rule above. Argument: dict "model" ENTRY "defaults" MAP. */}}
@@ -293,7 +293,10 @@ metadata:
   labels:
     {{- include "model-catalog.modelLabels" $ctx | nindent 4 }}
 spec:
+  {{- if not ($m.autoscaling | default dict).enabled }}
   replicas: {{ int $m.replicas }}
+  {{- end }}
+  {{- /* Autoscaled: no replicas here, or every upgrade would reset the autoscaler's count. */}}
   revisionHistoryLimit: 3
   # At least the startup probe's budget plus the image pull, so a long first load is not "failed".
   progressDeadlineSeconds: {{ int .progressDeadlineSeconds }}
@@ -336,6 +339,8 @@ spec:
   {{- end }}
   # The servers never call the Kubernetes API.
   automountServiceAccountToken: false
+  # Sized for the longest generation: the preStop hook drains within it (drain).
+  terminationGracePeriodSeconds: {{ include "model-catalog.terminationGracePeriod" $m }}
   # Service links would inject <SERVICE>_PORT=tcp://... variables (VLLM_PORT crashes vLLM).
   enableServiceLinks: false
   {{- with (include "model-catalog.imagePullSecrets" .context.Values.imagePullSecrets | trim) }}
@@ -372,8 +377,13 @@ spec:
   initContainers:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- $server := deepCopy .container }}
+  {{- if and $server.ports (not $server.lifecycle) }}
+  {{- /* The container that serves HTTP drains before its engine gets SIGTERM. */}}
+  {{- $_ := set $server "lifecycle" (include "model-catalog.preStop" $m | fromYaml).lifecycle }}
+  {{- end }}
   containers:
-    {{- toYaml (prepend ($m.sidecars | default list) .container) | nindent 4 }}
+    {{- toYaml (prepend ($m.sidecars | default list) $server) | nindent 4 }}
   {{- with (concat (.volumes | default list) ($m.extraVolumes | default list)) }}
   volumes:
     {{- toYaml . | nindent 4 }}

@@ -396,6 +396,10 @@ Argument: dict "context" $ "model" $m (resolved) "where" "models[i] (name)".
 {{- $r := include "ramalama-models.resolve" (dict "context" $ "model" $m) | fromYaml }}
 {{- $where := printf "models[%d] (%s)" $i (toString $m.modelName) }}
 {{- $messages = append $messages (include "ramalama-models.validateModel" (dict "context" $ "model" $r "where" $where)) }}
+{{- if (include "model-catalog.enabled" (dict "models" (list $m) "kind" "ramalama") | fromYaml).models }}
+{{- $needs := ternary "" "which llama-server exports only with --metrics: set serviceMonitor.enabled: true (on the entry or in defaults; the chart then adds --metrics and Prometheus scrapes the model Service)." (eq (toString $r.metrics) "true") }}
+{{- $messages = append $messages (include "model-catalog.validateAutoscaling" (dict "model" $r "where" $where "ownReplicas" (not (kindIs "invalid" $m.replicas)) "sharedStorage" true "queueNeeds" $needs)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $messages = append $messages (include "model-catalog.validateDefaults" (dict "defaults" .Values.defaults "perEntry" (list "modelName" "aliases" "adapters" "enabled" "gguf" "url" "sha256"))) }}

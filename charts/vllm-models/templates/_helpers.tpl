@@ -563,6 +563,7 @@ Argument: dict "model" $m (resolved) "where" "models[i] (name)".
 {{- if (include "model-catalog.enabled" (dict "models" (list $m) "kind" "vllm") | fromYaml).models }}
 {{- $r := include "vllm-models.resolve" (dict "context" $ "model" $m) | fromYaml }}
 {{- $messages = append $messages (include "vllm-models.validateModel" (dict "model" $r "where" (printf "models[%d] (%s)" $i $m.modelName))) }}
+{{- $messages = append $messages (include "model-catalog.validateAutoscaling" (dict "model" $r "where" (printf "models[%d] (%s)" $i $m.modelName) "ownReplicas" (not (kindIs "invalid" $m.replicas)) "sharedStorage" (or $r.existingClaim $r.sharedCache) "storage" (printf "a %s cache PVC" (join "/" $r.accessModes)) "multiNode" $r.multiNode)) }}
 {{- end }}
 {{- end }}
 {{- include "model-catalog.fail" (dict "context" $ "messages" $messages) }}

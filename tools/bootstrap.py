@@ -44,6 +44,17 @@ def bin_dir() -> Path:
     return tools_dir() / "bin"
 
 
+def cache_dir() -> Path:
+    """$LLM_CHARTS_CACHE (default ~/.cache/llm-charts): what the e2e builds, kept across clones."""
+    return Path(os.environ.get("LLM_CHARTS_CACHE") or Path.home() / ".cache" / "llm-charts").expanduser()
+
+
+def _target_dir(name: str) -> Path:
+    """Tools marked "cache" (the programs the e2e runs in its cluster) live in the cache, the others
+    in the tools folder."""
+    return cache_dir() / "bin" if VERSIONS["go"][name].get("cache") else bin_dir()
+
+
 def _log(msg: str) -> None:
     print(f"[bootstrap] {msg}", file=sys.stderr, flush=True)
 
@@ -93,6 +104,12 @@ def _stamp(name: str) -> str:
     return f"{_spec(name)} recipe={BUILD_RECIPE}"
 
 
+def tool_id(name: str) -> str:
+    """What a Go tool is built from (pin and recipe), without building it: an input of the image
+    tags that carry it (tools/stack/images.py)."""
+    return _stamp(name)
+
+
 def _module_dir(module: str, version: str) -> Path:
     """Download one exact module version from the proxy; return its (read-only) source dir."""
     proc = subprocess.run([_go(), "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True)
@@ -105,6 +122,13 @@ def _module_dir(module: str, version: str) -> Path:
     return Path(info["Dir"])
 
 
+def module_source(name: str) -> Path:
+    """The (read-only) source folder of a pinned Go tool's module, for the files it ships besides
+    its code (Argo CD's install manifests)."""
+    t = VERSIONS["go"][name]
+    return _module_dir(t["module"], t["version"])
+
+
 def go_tool(name: str, *, build: bool = True) -> Path:
     """Path to a pinned Go tool, building it on first use.
 
@@ -114,13 +138,13 @@ def go_tool(name: str, *, build: bool = True) -> Path:
     (chart-testing answers 403).
     """
     t = VERSIONS["go"][name]
-    target = bin_dir() / name
-    stamp = bin_dir() / f".{name}.version"
+    target = _target_dir(name) / name
+    stamp = _target_dir(name) / f".{name}.version"
     if target.exists() and stamp.exists() and stamp.read_text().strip() == _stamp(name):
         return target
     if not build:
         raise ToolError(f"{name} ({_spec(name)}) is not built yet: run `python3 tools/bootstrap.py`.")
-    bin_dir().mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     # GOWORK=off: a module zip may carry its go.work (Prometheus' does), which `go build` would follow.
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GOWORK="off")
     tags = ["-tags", t["tags"]] if t.get("tags") else []
@@ -130,7 +154,7 @@ def go_tool(name: str, *, build: bool = True) -> Path:
         env["GOFLAGS"] = "-mod=readonly"  # the committed go.sum, never rewritten
         ldflags = "-s -w"
     else:
-        src = tools_dir() / "src" / name
+        src = target.parent.parent / "src" / f"{name}-{t['version']}" if t.get("cache") else tools_dir() / "src" / name
         _log(f"building {name} {t['version']} from {t['module']} (a few minutes cold, cached afterwards)")
         if src.exists():
             shutil.rmtree(src)
@@ -165,6 +189,11 @@ def _ldflags(name: str, version: str, src: Path) -> str:
     flags = ["-s", "-w"]
     if name == "helm4":
         flags.append(f"-X helm.sh/helm/v4/internal/version.version={version}")
+    if name == "argocd":  # `argocd version`, and the version its components report
+        flags.append(f"-X github.com/argoproj/argo-cd/v3/common.version={version.lstrip('v')}")
+        flags.append("-X github.com/argoproj/argo-cd/v3/common.gitTreeState=clean")
+    if name == "traefik":
+        flags.append(f"-X github.com/traefik/traefik/v3/pkg/version.Version={version}")
     if name == "promtool":  # `promtool --version`; the module v0.316.0 is Prometheus 3.16.0
         flags.append(f"-X github.com/prometheus/common/version.Version={version}")
     if name == "helm":

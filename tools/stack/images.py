@@ -8,12 +8,16 @@
 | python-torch | debian:bookworm-slim | Python 3.11 + torch 2.13.0: the shared base of the next two |
 | vllm-cpu | python-torch | vLLM for CPUs for charts/vllm-models |
 | openwebui | python-torch | Open WebUI for charts/openwebui |
+| argocd, redis | debian:bookworm-slim | Argo CD (the Go binary and helm) and Debian's redis-server (tools/stack/argocd.py) |
+| traefik | debian:bookworm-slim | Traefik, the Gateway API implementation of the e2e (tools/stack/traefik.py) |
 
 Where no registry is reachable, the Debian bases are seeded with debootstrap (a minbase root
 filesystem imported into docker under the Docker Hub tag), so the Dockerfiles build unchanged
 here and on a normal machine. A tag is `e2e-` plus a hash of the build's inputs (the context,
-the base image's tag, the build arguments): an edited input gives a new tag and the pods roll,
-an unchanged one is never rebuilt. Settings: LLM_CHARTS_BUILD_CA_BUNDLE (see build_ca_bundle).
+the base image's tag, the build arguments, the pins of the Go programs copied in): an edited
+input gives a new tag and the pods roll, an unchanged one is never rebuilt. Go programs
+(`binaries`) are the pinned tools of tools/versions.json, built by tools/bootstrap.py on first
+use. Settings: LLM_CHARTS_BUILD_CA_BUNDLE (see build_ca_bundle).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import progress
 from localcluster import processes
 from progress import step
 
+import bootstrap
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_ENV = dict(os.environ, DOCKER_BUILDKIT="0")  # the legacy builder works with any daemon
 
@@ -43,6 +49,8 @@ class Image:
     base: str  # a Debian tag, or the name of another Image (then passed as build-arg BASE)
     args: dict[str, str] = field(default_factory=dict)
     path: Path | None = None  # the build context; default images/<name>
+    # Go tools of tools/versions.json copied into the context (their pins, not their bytes, are inputs)
+    binaries: tuple[str, ...] = ()
 
     @property
     def context(self) -> Path:
@@ -58,6 +66,9 @@ IMAGES = {
         Image("python-torch", "debian:bookworm-slim"),
         Image("vllm-cpu", "python-torch"),
         Image("openwebui", "python-torch"),
+        Image("argocd", "debian:bookworm-slim", binaries=("argocd", "helm")),
+        Image("redis", "debian:bookworm-slim"),
+        Image("traefik", "debian:bookworm-slim", binaries=("traefik",)),
     ]
 }
 # Debian bases by tag: (suite, debootstrap script).
@@ -94,6 +105,8 @@ def image_ref(name: str) -> str:
     digest.update(f"base={base}\0".encode())
     for k, v in sorted(image.args.items()):
         digest.update(f"{k}={v}\0".encode())
+    for tool in image.binaries:
+        digest.update(f"go={bootstrap.tool_id(tool)}\0".encode())
     return f"llm-charts/{name}:e2e-{digest.hexdigest()[:12]}"
 
 
@@ -219,6 +232,8 @@ def build(name: str) -> str:
     with tempfile.TemporaryDirectory(prefix=f"llm-charts-{name}-") as tmp:
         context = Path(tmp) / name
         shutil.copytree(image.context, context, ignore=shutil.ignore_patterns("__pycache__", "*.md", "build-ca.pem"))
+        for tool in image.binaries:
+            shutil.copy(bootstrap.go_tool(tool), context / tool)
         ca = build_ca_bundle()
         (context / "build-ca.pem").write_bytes(ca.read_bytes() if ca else b"")
         with step(f"docker build {ref}"):

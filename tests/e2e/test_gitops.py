@@ -1,0 +1,349 @@
+"""The seed's golden path with a real Argo CD (tools/stack/argocd.py) syncing from a git server on
+the node (tools/stack/gitserver.py): docs/gitops.md's bootstrap of `argocd/` (its root Application,
+rendered with helm template and applied with kubectl) brings every Application to Synced and
+Healthy in its wave, and commits pushed to that server change the running stack with no other step.
+
+The commit under test is the working tree (tests/e2e run on uncommitted work too) on top of
+HEAD, plus what a user of a CPU-only cluster would commit in their fork: argocd/values.yaml
+pointing at the git server, the stack's namespace and the e2e's value files; models.yaml made
+runnable here (llama-server models only: vLLM on CPU takes minutes per start, and its path is
+proven by test_stack.py; each vLLM entry stays in the list, disabled). The stack runs in its own
+namespace (`llm-gitops`), Argo CD in `argocd`; both are removed at the start and at the end.
+Runs in file order: each change builds on the commit before it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from progress import say, step
+from stack import argocd, gitserver, install
+from stack import images as stack_images
+from stack import models as stack_models
+
+from e2e.test_stack import TIMEOUT, chat, models_by_id, until
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "llm-gitops"
+BRANCH = "e2e"
+WORKDIR = REPO / "build" / "e2e" / "gitops"
+CHARTS = ("vllm-models", "ramalama-models", "api-gateway", "openwebui")
+ADDED = {"modelName": "gitops-added", "gguf": "e2e/gitops-added.gguf", "aliases": ["gitops-added-alias"]}
+TIMINGS: dict[str, float] = {}
+
+
+class GitOps:
+    """The stack as Argo CD runs it: the commits pushed so far and the helpers to make more."""
+
+    def __init__(self, cluster, stack: install.Stack, server: gitserver.GitServer):
+        self.cluster = cluster
+        self.stack = stack
+        self.server = server
+        self.head: str | None = None
+        self.image_values: dict[str, dict] = {}
+
+    def argocd_values(self) -> dict:
+        """argocd/values.yaml as a fork on this cluster commits it: the git server, the branch, the
+        namespace, and each chart's e2e values files (after models.yaml, as the docs describe)."""
+        values = yaml.safe_load((REPO / "argocd" / "values.yaml").read_text())
+        values.update(repoURL=self.server.url, targetRevision=BRANCH)
+        values["destination"]["namespace"] = NAMESPACE
+        for chart in CHARTS:
+            files = [f"tools/stack/values/{chart}.yaml", f"e2e-values/{chart}-images.yaml"]
+            if chart == "api-gateway":
+                files.append("images/gateway/values.yaml")
+            values["applications"][chart]["valueFiles"] = files
+        values["applications"]["openwebui"]["enabled"] = False  # see the module docstring
+        return values
+
+    def publish(self, message: str) -> str:
+        """Commit the working tree + the e2e files (the stack's current catalog) and push it."""
+        catalog = self.stack.catalog()
+        overlay = {
+            "models.yaml": yaml.safe_dump(catalog, sort_keys=False).encode(),
+            "argocd/values.yaml": yaml.safe_dump(self.argocd_values(), sort_keys=False).encode(),
+        }
+        for chart in CHARTS:
+            overlay[f"e2e-values/{chart}-images.yaml"] = yaml.safe_dump(self.image_values[chart]).encode()
+        commit = gitserver.commit_tree(overlay, parent=self.head, message=message)
+        with step(f"push {commit[:10]} ({message}) to the git server"):
+            self.server.push(commit, BRANCH)
+        self.head = commit
+        return commit
+
+    def app_names(self) -> set[str]:
+        values = self.argocd_values()
+        return {values["selfManage"]["name"]} | {n for n, a in values["applications"].items() if a.get("enabled")}
+
+    def wait(self, timeout: float = 600) -> dict[str, dict]:
+        assert self.head
+        return argocd.wait_synced_healthy(self.cluster, self.app_names(), self.head, timeout=timeout)
+
+
+def _cleanup(cluster) -> None:
+    """Remove what an earlier run left: the Applications (without their controller, a finalizer
+    would keep them forever), the stack's namespace, Argo CD."""
+    if cluster.kubectl("get", "namespace", argocd.NAMESPACE, check=False).returncode == 0:
+        # The controller first: left running, it would recreate what is being deleted.
+        cluster.kubectl(
+            "-n",
+            argocd.NAMESPACE,
+            "delete",
+            "statefulset",
+            "argocd-application-controller",
+            "--ignore-not-found",
+            "--wait=true",
+            timeout=180,
+        )
+        apps = cluster.kubectl("-n", argocd.NAMESPACE, "get", "applications.argoproj.io", "-o", "name", check=False)
+        for app in apps.stdout.split():
+            cluster.kubectl(
+                "-n",
+                argocd.NAMESPACE,
+                "patch",
+                app,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
+    for ns in (NAMESPACE, argocd.NAMESPACE):
+        cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", timeout=300)
+
+
+@pytest.fixture(scope="module")
+def gitops(cluster, images: dict[str, str]):
+    with step("build the Argo CD and Redis images"):
+        built = stack_images.build_many(["argocd", "redis"])
+    refs = {name: cluster.load_image(ref) for name, ref in built.items()}
+    with step(f"remove what an earlier run left (namespaces {NAMESPACE}, {argocd.NAMESPACE})"):
+        _cleanup(cluster)
+    TIMINGS["argocd install"] = argocd.install(cluster, refs)
+    server = gitserver.GitServer(cluster, argocd.NAMESPACE, refs["argocd"])
+    server.start()
+
+    stack = install.Stack(cluster, NAMESPACE, WORKDIR, vllm=False, openwebui=False)
+    # The images of the charts this stack runs (the session built them; loading is a lookup).
+    stack.images.update({n: cluster.load_image(images[n]) for n in ("mock-openai", "gateway", "llama-server")})
+    stack.image_values()
+    g = GitOps(cluster, stack, server)
+    g.image_values = {c: yaml.safe_load((WORKDIR / f"{c}-images.yaml").read_text()) for c in CHARTS}
+    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+    # The GGUF files are on the node before their models are in git, as a user's would be: the
+    # added model's too.
+    stack.extra_models = [ADDED]
+    stack.seed_gguf()
+    stack.extra_models = []
+    yield g
+    with step(f"remove the GitOps stack ({NAMESPACE}) and Argo CD"):
+        root = g.argocd_values()["selfManage"]["name"]
+        cluster.kubectl("-n", argocd.NAMESPACE, "delete", "application", root, "--wait=true", check=False)
+        cluster.kubectl(
+            "-n",
+            argocd.NAMESPACE,
+            "delete",
+            "applications.argoproj.io",
+            "--all",
+            "--wait=true",
+            check=False,
+            timeout=300,
+        )
+        _cleanup(cluster)
+        argocd.uninstall(cluster, refs)
+    say("GitOps timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in TIMINGS.items()))
+
+
+def _gateway_ready(g: GitOps, names: set[str]) -> dict:
+    with g.stack.gateway() as url:
+        listed = models_by_id(url)
+    return listed if all(listed.get(n, {}).get("ready") is True for n in names) else {}
+
+
+def test_the_bootstrap_brings_every_application_to_synced_and_healthy_in_waves(gitops):
+    g = gitops
+    commit = g.publish("e2e: the working tree, on this cluster")
+    start = time.monotonic()
+    # docs/gitops.md's bootstrap: the root Application only; Argo CD creates the others, wave by wave.
+    with step("bootstrap: helm template llm-stack argocd -n argocd --show-only templates/self.yaml | kubectl apply"):
+        tree = gitserver.export(commit, WORKDIR / "checkout")
+        install.subprocess.run(
+            [install.helm_bin(), "dependency", "build", "--skip-refresh", str(tree / "argocd")],
+            check=True,
+            capture_output=True,
+        )
+        rendered = g.stack.helm(
+            "template", "llm-stack", str(tree / "argocd"), "-n", argocd.NAMESPACE, "--show-only", "templates/self.yaml"
+        ).stdout
+        g.cluster.kubectl("apply", "-n", argocd.NAMESPACE, "-f", "-", input=rendered)
+    apps = g.wait(timeout=900)
+    TIMINGS["bootstrap to Synced/Healthy"] = time.monotonic() - start
+    names = {m["modelName"] for m in stack_models.enabled(g.stack.catalog())}
+    until("every model ready at the gateway", lambda: _gateway_ready(g, names), timeout=180)
+    TIMINGS["bootstrap to every model routed"] = time.monotonic() - start
+
+    # Every chart Application read models.yaml through $values, at this commit.
+    for chart in CHARTS:
+        if chart not in apps:
+            continue
+        sources = apps[chart]["spec"]["sources"]
+        assert sources[0]["helm"]["valueFiles"][0] == "$values/models.yaml", sources
+        assert sources[1] == {"repoURL": g.server.url, "targetRevision": BRANCH, "ref": "values"}, sources
+        assert apps[chart]["status"]["sync"]["revisions"] == [commit, commit], apps[chart]["status"]["sync"]
+
+    # Waves with the health check: an Application of a later wave was created only after every
+    # workload of the earlier waves was available (Argo CD waited for their health).
+    def created(name: str) -> str:
+        return apps[name]["metadata"]["creationTimestamp"]
+
+    available = {}
+    for d in g.stack.deployments():
+        cond = next(c for c in d["status"].get("conditions", []) if c["type"] == "Available")
+        available[d["metadata"]["name"]] = cond["lastTransitionTime"]
+    models_ready = max(v for k, v in available.items() if k.startswith(("ramalama-", "vllm-")))
+    assert created("api-gateway") >= models_ready, (created("api-gateway"), available)
+    say(f"waves: models available at {models_ready}, api-gateway Application created at {created('api-gateway')}")
+
+    with g.stack.gateway() as url:
+        for model in stack_models.enabled(g.stack.catalog()):
+            resp = chat(url, model["modelName"])
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["choices"], resp.text
+    say("GitOps timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in TIMINGS.items()))
+
+
+class Traffic:
+    """Chats with one model every few hundred ms in the background; counts what failed."""
+
+    def __init__(self, g: GitOps, model: str):
+        self.g, self.model = g, model
+        self.ok, self.failed = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.g.stack.gateway() as url:
+            while not self._stop.is_set():
+                try:
+                    resp = chat(url, self.model)
+                    if resp.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.failed.append(f"{resp.status_code} {resp.text[:200]}")
+                except requests.RequestException as exc:
+                    self.failed.append(repr(exc))
+                self._stop.wait(0.3)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=TIMEOUT + 10)
+
+
+def _pods(g: GitOps, prefix: str) -> dict[str, str]:
+    """name -> uid of the pods whose name starts with `prefix`."""
+    return {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in g.stack.pods() if p["metadata"]["name"].startswith(prefix)
+    }
+
+
+def _first_model(g: GitOps) -> str:
+    return stack_models.enabled(g.stack.catalog(), "gguf")[0]["modelName"]
+
+
+def test_a_commit_adding_a_model_is_synced_and_routed_with_no_failed_request(gitops):
+    g = gitops
+    gateway_pods = _pods(g, "api-gateway-")
+    with Traffic(g, _first_model(g)) as traffic:
+        g.stack.extra_models = [ADDED]
+        start = time.monotonic()
+        commit = g.publish("e2e: add a model")
+        g.wait()
+        TIMINGS["add-model commit to Synced/Healthy"] = time.monotonic() - start
+
+        def answered():
+            with g.stack.gateway() as url:
+                return (r := chat(url, ADDED["aliases"][0])).status_code == 200 and r
+
+        resp = until("the added model answers under its alias", answered, timeout=180)
+        TIMINGS["add-model commit to routed"] = time.monotonic() - start
+        assert resp.json()["choices"], resp.text
+        time.sleep(2)  # a few requests after the change too
+    after = _pods(g, "api-gateway-")
+    rolled = set(gateway_pods) != set(after)
+    say(
+        f"add model {commit[:10]}: {traffic.ok} chats during the change, {len(traffic.failed)} failed; "
+        f"gateway pods {'rolled (routes.json checksum)' if rolled else 'unchanged'}: {sorted(gateway_pods)} -> {sorted(after)}"
+    )
+    assert traffic.ok > 0 and not traffic.failed, traffic.failed[:5]
+    with g.stack.gateway() as url:
+        assert models_by_id(url)[ADDED["modelName"]]["ready"] is True
+
+
+def test_a_commit_changing_the_image_tag_rolls_only_that_charts_models(gitops, cluster):
+    """GGUF entries take their image from the chart (no per-entry image), so the new tag rolls
+    the llama-server pods and nothing else: the gateway's pods stay."""
+    g = gitops
+    values = g.image_values["ramalama-models"]
+    old = f"{values['accelerators']['cpu']['repository']}:{values['image']['tag']}"
+    new_tag = values["image"]["tag"] + "-retag"
+    stack_images.docker("tag", old, f"{values['accelerators']['cpu']['repository']}:{new_tag}")
+    cluster.load_image(f"{values['accelerators']['cpu']['repository']}:{new_tag}")
+    gateway_pods = _pods(g, "api-gateway-")
+    models_before = _pods(g, "ramalama-")
+    values["image"]["tag"] = new_tag
+    g.publish("e2e: a new llama-server image tag")
+    g.wait()
+    for m in stack_models.enabled(g.stack.catalog(), "gguf"):
+        g.stack.wait_rollout(f"ramalama-{m['modelName']}")
+    until("the old llama-server pods gone", lambda: not set(models_before) & set(_pods(g, "ramalama-")), timeout=120)
+    models_after = {p["metadata"]["name"]: p for p in g.stack.pods() if p["metadata"]["name"].startswith("ramalama-")}
+    assert all(p["spec"]["containers"][0]["image"].endswith(f":{new_tag}") for p in models_after.values())
+    assert _pods(g, "api-gateway-") == gateway_pods, "the gateway rolled on a model image change"
+
+
+def test_a_commit_removing_a_model_prunes_it_and_drops_it_from_the_list(gitops):
+    g = gitops
+    g.stack.extra_models = []
+    g.publish("e2e: remove the added model")
+    g.wait()
+    name = f"ramalama-{ADDED['modelName']}"
+
+    def pruned():
+        left = g.cluster.kubectl_json("-n", NAMESPACE, "get", "deployments,services")["items"]
+        return not [i["metadata"]["name"] for i in left if i["metadata"]["name"].startswith(name)]
+
+    # Synced once the deletes are issued; the objects go a moment later.
+    until(f"{name}'s Deployment and Services pruned", pruned, timeout=120)
+
+    def dropped():
+        with g.stack.gateway() as url:
+            return ADDED["modelName"] not in models_by_id(url)
+
+    until("the removed model gone from /v1/models", dropped, timeout=120)
+
+
+def test_self_heal_puts_back_a_deployment_deleted_by_hand(gitops):
+    g = gitops
+    deployment = f"ramalama-{_first_model(g)}"
+    uid = g.cluster.kubectl_json("-n", NAMESPACE, "get", "deployment", deployment)["metadata"]["uid"]
+    start = time.monotonic()
+    g.cluster.kubectl("-n", NAMESPACE, "delete", "deployment", deployment, "--wait=true")
+
+    def back():
+        proc = g.cluster.kubectl(
+            "-n", NAMESPACE, "get", "deployment", deployment, "-o", "jsonpath={.metadata.uid}", check=False
+        )
+        return proc.returncode == 0 and proc.stdout and proc.stdout != uid
+
+    until(f"Argo CD to recreate {deployment}", back, timeout=180)
+    g.stack.wait_rollout(deployment)
+    TIMINGS["self-heal to ready"] = time.monotonic() - start
+    g.wait()

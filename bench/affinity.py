@@ -1,6 +1,6 @@
 """Prefix-aware balancing, measured: shared-prefix chat against 3 real llama-server replicas.
 
-    python -m bench.affinity            # full run (about 15 minutes on 2 cores)
+    python -m bench.affinity            # full run (20 minutes on 2 shared cores)
     python -m bench.affinity --quick    # smoke check (a smaller model and load, 1 round)
 
 The model servers are three llama-server processes (Debian's llama.cpp, tools/llamacpp.py) on a
@@ -14,13 +14,18 @@ starting from cold servers (restarted before it):
   front of the pods gives.
 Workloads:
 - shared: S long system prompts with C conversations each, T turns per conversation; turn t of
-  every conversation runs (at concurrency N) before turn t+1, each turn carrying the history.
+  every conversation runs (at concurrency N) before turn t+1, each turn carrying the history,
+  the conversations in a new order each turn (as users answer: in a fixed order, 12
+  conversations over 3 servers would give round robin the same server for every turn of a
+  conversation, an affinity no real load gives it).
   Each server's prompt cache holds about three such conversations (--cache-mib; llama-server
   logs each entry at 10-12 MiB), as a GPU's KV cache holds only so much: spread over all servers,
   S prompts evict each other; kept apart (S/3 a server, or a few more where the hash is uneven),
   they mostly fit.
   Reported: time to first token (first content event of the stream) p50 and p90, and requests
-  per second.
+  per second. The first request of each system prompt misses on every policy: with S=6, C=3,
+  T=4 those are 6 of 72 requests, under the 10% above p90, so p90 shows the steady state (at
+  C=2, T=3 they were 6 of 36 and every policy's p90 was a cold prefill).
 - unique: requests that share no prefix (every system prompt different): requests per second,
   the cost of prefix routing where it cannot help.
 Output: a table on stdout, build/bench/affinity.json, and with --update-docs the section of
@@ -72,8 +77,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="smaller model and load, 1 round")
     p.add_argument("--rounds", type=int, help="rounds (default 3; --quick 1)")
     p.add_argument("--prompts", type=int, help="shared system prompts S (default 6; --quick 4)")
-    p.add_argument("--conversations", type=int, help="conversations per system prompt C (default 2; --quick 1)")
-    p.add_argument("--turns", type=int, help="turns per conversation T (default 3; --quick 2)")
+    p.add_argument("--conversations", type=int, help="conversations per system prompt C (default 3; --quick 1)")
+    p.add_argument("--turns", type=int, help="turns per conversation T (default 4; --quick 2)")
     p.add_argument(
         "--cache-mib",
         type=int,
@@ -86,13 +91,16 @@ def parse_args(argv):
     # prefill whatever the policy.
     p.add_argument("--concurrency", type=int, default=2, help="requests in flight (default 2, for 3 servers)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {ARMS}")
+    p.add_argument(
+        "--load-factor", type=float, help="the prefix arm's balancing.loadFactor (default: the chart's, 1.25)"
+    )
     p.add_argument("--update-docs", action="store_true", help="write the table into docs/performance.md")
     p.add_argument("--out", type=Path, default=OUT / "affinity.json")
     a = p.parse_args(argv)
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.prompts = a.prompts or (4 if a.quick else 6)
-    a.conversations = a.conversations or (1 if a.quick else 2)
-    a.turns = a.turns or (2 if a.quick else 3)
+    a.conversations = a.conversations or (1 if a.quick else 3)
+    a.turns = a.turns or (2 if a.quick else 4)
     a.unique = a.unique or (6 if a.quick else 12)
     a.arms = [x for x in ARMS if x in a.arms.split(",")]
     a.shape = "quick" if a.quick else "full"
@@ -189,8 +197,9 @@ class Servers:
 
 
 class GatewayArm:
-    def __init__(self, policy: str, servers: Servers):
+    def __init__(self, policy: str, servers: Servers, load_factor: float | None = None):
         self.name, self.policy, self.servers, self.gw = policy, policy, servers, None
+        self.balancing = {"policy": policy} | ({"loadFactor": load_factor} if load_factor else {})
 
     def start(self) -> None:
         from gateway import runner
@@ -198,7 +207,7 @@ class GatewayArm:
         values = {
             "models": [{"modelName": MODEL, "gguf": "bench.gguf"}],
             "routing": {"endpoints": {MODEL: self.servers.addresses}},
-            "balancing": {"policy": self.policy},
+            "balancing": self.balancing,
             "healthCheck": {"intervalSeconds": 2},
             "accessLog": {"enabled": False},
             "nginx": {"workerProcesses": 1},
@@ -276,10 +285,10 @@ def shared_load(args, seed: int) -> list[list[list[dict]]]:
     rng = random.Random(seed)
     systems = [text(rng, sys_chars) for _ in range(args.prompts)]
     conversations = [[{"role": "system", "content": s}] for s in systems for _ in range(args.conversations)]
-    rng.shuffle(conversations)
     turns = []
     for _ in range(args.turns):
         this = []
+        rng.shuffle(conversations)  # a new order each turn (module docstring)
         for conv in conversations:
             conv.append({"role": "user", "content": text(rng, user_chars)})
             this.append([dict(m) for m in conv])
@@ -338,7 +347,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     work = OUT / "affinity-run"
     servers = Servers(work, args.shape, args.cache_mib)
-    arms = {name: (NginxArm(servers, work) if name == "nginx" else GatewayArm(name, servers)) for name in args.arms}
+    arms = {
+        name: (
+            NginxArm(servers, work)
+            if name == "nginx"
+            else GatewayArm(name, servers, args.load_factor if name == "prefix" else None)
+        )
+        for name in args.arms
+    }
     runs: dict[str, list[dict]] = {name: [] for name in args.arms}
     started = time.time()
     try:
@@ -403,7 +419,8 @@ def tables(res: dict) -> str:
     lines = [
         f"Shared-prefix chat: {cfg['prompts']} system prompts x {cfg['conversations']} conversations x "
         f"{cfg['turns']} turns, concurrency {cfg['concurrency']}, a {cfg['cache_mib']} MiB prompt cache per server; "
-        f"unique load: {cfg['unique']} requests. "
+        f"unique load: {cfg['unique']} requests"
+        f"{'; prefix loadFactor ' + str(cfg['load_factor']) if cfg.get('load_factor') else ''}. "
         f"3 x {res['llama_server']} on {res['gguf']['file']} ({res['gguf']['bytes'] / 1e6:.0f} MB), "
         f"{cfg['rounds']} round(s), median (min..max) over rounds.",
         "",

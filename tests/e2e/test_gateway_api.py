@@ -172,3 +172,95 @@ def test_streaming_through_traefik_is_unbuffered(exposed, through_traefik):
         assert len(gaps) >= 100, len(gaps)
         assert distinct >= 10 and sum(gaps) > 0.3 * direct_spread, (distinct, sum(gaps), direct_spread)
         assert first < min(f for f, _ in results["direct"]) + 1.0, (first, results["direct"])
+
+
+# A backend that streams one SSE event a second for 80 s: longer than every default timeout of
+# Traefik's that could cut a response (its entry points read a request for at most 60 s).
+_SLOW_SERVER = r"""
+import http.server, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(80):
+            d = f"data: {i}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(d), d))
+            self.wfile.flush()
+            time.sleep(1)
+        self.wfile.write(b"0\r\n\r\n")
+http.server.ThreadingHTTPServer(("", 8080), H).serve_forever()
+"""
+
+
+def test_a_stream_longer_than_traefiks_default_timeouts_is_not_cut(exposed, through_traefik):
+    """An 80 s stream through the chart's Gateway (its listener, Traefik's defaults), on a route
+    of its own with the chart's route timeouts, arrives whole."""
+    route = exposed.cluster.kubectl_json("-n", NAMESPACE, "get", "httproute", "llm-gateway-api")
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "e2e-slow", "namespace": NAMESPACE, "labels": {"app.kubernetes.io/name": "e2e-slow"}},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "containers": [
+                    {
+                        "name": "slow",
+                        "image": exposed.images["mock-openai"],
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["python3", "-c", _SLOW_SERVER],
+                        "ports": [{"containerPort": 8080}],
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "e2e-slow", "namespace": NAMESPACE},
+            "spec": {"selector": {"app.kubernetes.io/name": "e2e-slow"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "e2e-slow", "namespace": NAMESPACE},
+            "spec": {
+                "parentRefs": route["spec"]["parentRefs"],
+                "hostnames": route["spec"]["hostnames"],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/e2e-slow"}}],
+                        "backendRefs": [{"name": "e2e-slow", "port": 80}],
+                        "timeouts": route["spec"]["rules"][0]["timeouts"],
+                    }
+                ],
+            },
+        },
+    ]
+    exposed.cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    exposed.cluster.kubectl(
+        "-n", NAMESPACE, "wait", "pod/e2e-slow", "--for=condition=Ready", "--timeout=120s", timeout=150
+    )
+
+    def routed() -> bool:  # Traefik has the route (before, `/` sends the path to Open WebUI)
+        with requests.get(f"{through_traefik}/e2e-slow", headers={"Host": HOST}, stream=True, timeout=30) as r:
+            return r.headers.get("Content-Type", "").startswith("text/event-stream")
+
+    deadline = time.monotonic() + 60
+    while not routed():
+        assert time.monotonic() < deadline, "Traefik never routed /e2e-slow"
+        time.sleep(1)
+    start = time.monotonic()
+    events = []
+    with requests.get(f"{through_traefik}/e2e-slow", headers={"Host": HOST}, stream=True, timeout=30) as resp:
+        assert resp.status_code == 200, resp.text
+        for line in resp.iter_lines(chunk_size=1):
+            if line.startswith(b"data: "):
+                events.append(line[6:])
+    took = time.monotonic() - start
+    say(f"  an 80 s stream through Traefik: {len(events)} events in {took:.1f} s")
+    assert events == [str(i).encode() for i in range(80)], events[-3:]
+    assert took > 75, took

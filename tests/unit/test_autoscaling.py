@@ -57,8 +57,11 @@ def test_scale_to_zero_renders_a_scaled_object_woken_by_the_gateway_demand(chart
     assert (so["minReplicaCount"], so["maxReplicaCount"], so["pollingInterval"], so["cooldownPeriod"]) == (0, 1, 5, 60)
     [demand] = so["triggers"]  # maxReplicas 1: no queue trigger
     assert demand["type"] == "metrics-api"
-    assert demand["metadata"]["url"] == f"{GATEWAY}/demand?model=a"
-    assert demand["metadata"]["valueLocation"] == "demand"
+    # Every gateway pod holds its own requests: KEDA asks each ready endpoint and sums.
+    assert demand["metadata"]["url"] == f"{GATEWAY}/demand"
+    assert demand["metadata"]["aggregateFromKubeServiceEndpoints"] == "true"
+    assert demand["metadata"]["aggregationType"] == "sum"
+    assert demand["metadata"]["valueLocation"] == "models.a.demand"
     assert demand["metadata"]["activationTargetValue"] == "0"
     # The autoscaler owns the pod count: an upgrade must not reset it.
     assert "replicas" not in get(out, "Deployment", f"{kind}-a")["spec"]

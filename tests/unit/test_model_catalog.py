@@ -220,6 +220,8 @@ def test_resolve_entry_replaces_keys_whole_except_the_settings_groups():
 
 def test_merge_groups_are_one_list():
     assert call_yaml("model-catalog.mergeGroups") == [
+        "autoscaling",
+        "drain",
         "hfToken",
         "image",
         "inferencePool",

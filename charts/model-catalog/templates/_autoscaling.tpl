@@ -18,8 +18,10 @@ The autoscaler of one model when autoscaling.enabled, empty otherwise: a KEDA
 ScaledObject (kind keda) or an autoscaling/v2 HorizontalPodAutoscaler (kind hpa)
 on the model's Deployment <serviceName>.
 - Demand (wakes from 0): the api-gateway's held + in-flight requests for the
-  model, from its metrics port (metrics-api, valueLocation "demand") or from
-  Prometheus (sum over every gateway pod). Active as soon as it is above 0.
+  model, summed over the gateway's pods: KEDA's metrics-api asks the metrics port
+  of every ready endpoint of the gateway Service (aggregateFromKubeServiceEndpoints;
+  GET /demand lists every model, valueLocation models.<modelName>.demand), or
+  Prometheus' sum(gateway_model_demand). Active as soon as it is above 0.
 - Queue (1 -> N, only when maxReplicas > 1): the engine's waiting requests summed
   over the model's pods, from the Prometheus series of the model Service (the
   ServiceMonitor's job labels namespace and service).
@@ -62,13 +64,16 @@ spec:
   triggers:
     # The api-gateway's held + in-flight requests for "{{ $m.modelName }}": above 0 wakes the model.
     {{- if eq ($demand.source | default "metrics-api") "metrics-api" }}
+    # Every ready pod of the gateway's Service is asked (each holds its own requests), summed.
     - type: metrics-api
       name: gateway-demand
       metricType: AverageValue
       metadata:
-        url: {{ printf "%s/demand?model=%s" (trimSuffix "/" (toString $demand.gatewayUrl)) $m.modelName | quote }}
+        url: {{ printf "%s/demand" (trimSuffix "/" (toString $demand.gatewayUrl)) | quote }}
         format: json
-        valueLocation: demand
+        valueLocation: {{ printf "models.%s.demand" $m.modelName | quote }}
+        aggregateFromKubeServiceEndpoints: "true"
+        aggregationType: sum
         targetValue: {{ int ($demand.targetValue | default 100) | quote }}
         activationTargetValue: "0"
     {{- else }}
@@ -215,9 +220,9 @@ the delay only. Argument: the resolved entry.
 {{- $port := int .port }}
 {{- $script := printf "sleep %d" $delay }}
 {{- if and $wait (eq (toString .engine) "llama-server") }}
-{{- $script = printf "%s\n# a slot that is processing: a request in flight\nwhile curl -fsS --max-time 2 http://127.0.0.1:%d/slots | grep -q '\"is_processing\":true'; do sleep 1; done" $script $port }}
+{{- $script = printf "%s\n# A slot that is processing is a request in flight. A slow answer is a busy engine (ask\n# again); no server, or no /slots (--no-slots), is nothing to wait for.\nwhile :; do\n  out=$(curl -sS --max-time 5 http://127.0.0.1:%d/slots); rc=$?\n  [ $rc -eq 28 ] && continue\n  [ $rc -ne 0 ] && break\n  case $out in *'\"is_processing\":true'*) sleep 1 ;; *) break ;; esac\ndone" $script $port }}
 {{- else if and $wait (eq (toString .engine) "vllm") }}
-{{- $script = printf "%s\n# requests running or waiting in vLLM\nexec python3 -c '\nimport time, urllib.request\nwhile True:\n    try:\n        text = urllib.request.urlopen(\"http://127.0.0.1:%d/metrics\", timeout=2).read().decode()\n    except Exception:\n        break\n    if sum(float(l.rsplit(\" \", 1)[1]) for l in text.splitlines() if l.startswith((\"vllm:num_requests_running\", \"vllm:num_requests_waiting\"))) == 0:\n        break\n    time.sleep(1)\n'" $script $port }}
+{{- $script = printf "%s\n# requests running or waiting in vLLM\nexec python3 -c '\nimport time, urllib.request\nwhile True:\n    try:\n        text = urllib.request.urlopen(\"http://127.0.0.1:%d/metrics\", timeout=5).read().decode()\n    except Exception as e:\n        if isinstance(getattr(e, \"reason\", e), TimeoutError):\n            continue\n        break\n    if sum(float(l.rsplit(\" \", 1)[1]) for l in text.splitlines() if l.startswith((\"vllm:num_requests_running\", \"vllm:num_requests_waiting\"))) == 0:\n        break\n    time.sleep(1)\n'" $script $port }}
 {{- end }}
 lifecycle:
   preStop:

@@ -11,6 +11,7 @@ the start of the session, while the cluster's binaries build, so a cold run over
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import progress  # noqa: E402
-from stack import install, providers  # noqa: E402
+from stack import install, keda, providers  # noqa: E402
 
 NAMESPACE = os.environ.get("LLM_CHARTS_E2E_NAMESPACE", "llm-e2e")
 WORKDIR = REPO / "build" / "e2e"
@@ -64,11 +65,18 @@ def selected_cluster(request) -> providers.Cluster:
 
 
 @pytest.fixture(scope="session")
-def warm_up(selected_cluster):
+def warm_up(selected_cluster, request):
     """Start the slow, independent work at once (images, the local cluster's binaries); fixtures
     wait on what they need."""
     built, artifacts = install.start_builds(selected_cluster)
-    return {"images": built, "artifacts": artifacts}
+    # KEDA compiles beside the cluster's binaries and the images, when test_autoscaling.py runs
+    # (a cold build takes long: a session without it must not wait for one at exit).
+    keda_build = None
+    if any("test_autoscaling.py::" in item.nodeid for item in request.session.items):
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        keda_build = pool.submit(keda.build)
+        pool.shutdown(wait=False)
+    return {"images": built, "artifacts": artifacts, "keda": keda_build}
 
 
 @pytest.fixture(scope="session")

@@ -235,18 +235,25 @@ function _M.acquire(route, ep)
     ngx.shared[_M.DICT]:incr(key, 1, 0)
 end
 
--- log phase: the request is no longer in flight.
-function _M.release()
+-- Takes one off the shared counter whose key the request variable var_name
+-- holds, once (the variable is emptied), and drops a counter that reaches 0.
+-- Shared by the in-flight count here and the held count (gateway_hold).
+function _M.decrement(var_name)
     local var = ngx.var
-    local key = var.gateway_inflight
+    local key = var[var_name]
     if key and key ~= "" then
-        var.gateway_inflight = ""
+        var[var_name] = ""
         local dict = ngx.shared[_M.DICT]
         local left = dict:incr(key, -1, 0)
         if left and left <= 0 then
             dict:delete(key)
         end
     end
+end
+
+-- log phase: the request is no longer in flight.
+function _M.release()
+    _M.decrement("gateway_inflight")
 end
 
 function _M.inflight(route, ep)

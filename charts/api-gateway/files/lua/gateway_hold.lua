@@ -27,16 +27,7 @@ end
 
 -- The waiting request leaves the count (idempotent: the variable says whether it is counted).
 function _M.release()
-    local var = ngx.var
-    local key = var.gateway_held
-    if key and key ~= "" then
-        var.gateway_held = ""
-        local dict = ngx.shared[_M.DICT]
-        local left = dict:incr(key, -1, 0)
-        if left and left <= 0 then
-            dict:delete(key)
-        end
-    end
+    balancer.decrement("gateway_held")
 end
 
 -- Waits for a usable pod of route. Returns the endpoint, the decision and the

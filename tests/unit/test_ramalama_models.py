@@ -347,6 +347,58 @@ class TestAccelerators:
             == f"quay.io/ramalama/ramalama@{digest}"
         )
 
+    def test_an_entrys_image_goes_over_its_flavours_key_by_key_and_rolls_that_model_only(self):
+        values = {
+            "models": [
+                TINY,
+                {"modelName": "new", "gguf": "new.gguf", "image": {"tag": "0.13.0", "pullPolicy": "Always"}},
+                {"modelName": "own", "gguf": "own.gguf", "accelerator": "cuda", "image": {"repository": "reg.local/l"}},
+            ],
+            "image": {"tag": "0.12.9"},
+        }
+        m = render(values)
+        assert server(m)["image"] == "quay.io/ramalama/ramalama:0.12.9"
+        assert server(m)["imagePullPolicy"] == "IfNotPresent"
+        assert server(m, "new")["image"] == "quay.io/ramalama/ramalama:0.13.0"
+        assert server(m, "new")["imagePullPolicy"] == "Always"
+        assert server(m, "own")["image"] == "reg.local/l:0.12.9"
+        # A new tag in one entry changes that entry's pod template only.
+        values["models"][1]["image"]["tag"] = "0.13.1"
+        after = render(values)
+        for name, changed in (("tiny", False), ("new", True), ("own", False)):
+            same = pod(after, name) == pod(m, name)
+            assert same is not changed, name
+
+    def test_an_entrys_digest_pins_and_defaults_image_applies_to_every_entry(self):
+        digest = "sha256:" + "b" * 64
+        m = render(
+            {
+                "defaults": {"image": {"tag": "0.13.0"}},
+                "models": [TINY, {"modelName": "pinned", "gguf": "p.gguf", "image": {"digest": digest}}],
+            }
+        )
+        assert server(m)["image"] == "quay.io/ramalama/ramalama:0.13.0"
+        assert server(m, "pinned")["image"] == f"quay.io/ramalama/ramalama@{digest}"
+
+    def test_the_fetch_container_takes_the_entrys_image(self):
+        m = render(
+            {
+                "fetch": {"enabled": True},
+                "models": [{**TINY, "url": "https://example.com/tiny.gguf", "image": {"tag": "0.13.0"}}],
+            }
+        )
+        init = {c["name"]: c for c in pod(m)["initContainers"]}
+        assert init["fetch-model"]["image"] == "quay.io/ramalama/ramalama:0.13.0"
+
+    @pytest.mark.parametrize(
+        "image",
+        [{"tag": "latest"}, {"tag": ""}, {"digest": "md5:x"}, {"registry": "quay.io"}, {"pullPolicy": "Sometimes"}],
+    )
+    def test_a_bad_entry_image_is_refused_by_the_schema(self, image):
+        with pytest.raises(HelmError) as err:
+            render({"models": [{**TINY, "image": image}]})
+        assert "/models/0" in err.value.stderr
+
 
 class TestSecurity:
     def test_hardened_defaults(self):

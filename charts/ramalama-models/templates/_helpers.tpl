@@ -100,6 +100,18 @@ progressDeadlineSeconds. Argument: dict "context" $ "model" $m.
 {{- end }}
 {{- $accel := get $v.accelerators $m.accelerator | default dict }}
 {{- $_ := set $m "runtimeClassName" ($m.runtimeClassName | default $accel.runtimeClassName) }}
+{{- /* The entry's image over its flavour's (accelerators.<flavour>.repository, the chart's image)
+key by key, as charts/vllm-models lays an entry's image over its engine's. */}}
+{{- $img := dict }}
+{{- $flavour := dict "repository" $accel.repository "tag" $v.image.tag "digest" $v.image.digest "pullPolicy" $v.image.pullPolicy }}
+{{- range $src := list $flavour ($m.image | default dict) }}
+{{- range $k, $x := $src }}
+{{- if and (not (kindIs "invalid" $x)) (ne (toString $x) "") }}
+{{- $_ := set $img $k $x }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $_ := set $m "image" $img }}
 {{- $_ := set $m "metrics" (or ($m.serviceMonitor | default dict).enabled ($v.metrics | default dict).enabled) }}
 {{- $deadline := add (include "model-catalog.startupSeconds" $m | int) 600 }}
 {{- if and $v.fetch.enabled $m.url }}
@@ -132,14 +144,13 @@ YAML `models: [...]`. Every template ranges over this one list.
 {{- if and $accel.resourceName (gt (int .model.gpuRequestCount) 0) }}true{{ end }}
 {{- end }}
 
-{{/* Image of one model. Argument: dict "context" $ "model" $m (resolved). */}}
+{{/* Image reference of one model: repository@digest or repository:tag. Argument: dict "context" $ "model" $m (resolved). */}}
 {{- define "ramalama-models.image" -}}
-{{- $img := .context.Values.image }}
-{{- $repo := (get .context.Values.accelerators .model.accelerator).repository }}
+{{- $img := .model.image }}
 {{- if $img.digest }}
-{{- printf "%s@%s" $repo $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
 {{- else }}
-{{- printf "%s:%s" $repo $img.tag }}
+{{- printf "%s:%s" $img.repository (toString $img.tag) }}
 {{- end }}
 {{- end }}
 
@@ -266,7 +277,7 @@ Argument: dict "context" $ "model" $m.
 {{- end }}
 name: llama-server
 image: {{ include "ramalama-models.image" . }}
-imagePullPolicy: {{ $v.image.pullPolicy }}
+imagePullPolicy: {{ $m.image.pullPolicy | default "IfNotPresent" }}
 command: [llama-server]
 args:
   {{- include "ramalama-models.args" . | nindent 2 }}
@@ -295,7 +306,7 @@ volumeMounts:
 mount of the model directory (a stated exception); the server's is read-only. */}}
 name: fetch-model
 image: {{ include "ramalama-models.image" . }}
-imagePullPolicy: {{ $v.image.pullPolicy }}
+imagePullPolicy: {{ $m.image.pullPolicy | default "IfNotPresent" }}
 command: ["/bin/sh", "/opt/ramalama-fetch/fetch.sh"]
 env:
   - name: MODEL_PATH

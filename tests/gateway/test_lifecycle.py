@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
 
 import pytest
+import yaml
 
 from . import rawhttp, runner
 from .api import describe, error, get, post, routed_to
@@ -87,3 +89,75 @@ def test_empty_catalog_starts_and_routes_nothing(nginx_bin):
         error(resp, resp.status_code, gw)
     finally:
         runner.cleanup(gw)
+
+
+def _routes_and_checksum(values: dict) -> tuple[str, str]:
+    manifests = runner.render(values)
+    cm = next(m for m in manifests if m["kind"] == "ConfigMap" and "routes.json" in (m.get("data") or {}))
+    deploy = next(m for m in manifests if m["kind"] == "Deployment")
+    return cm["data"]["routes.json"], deploy["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_a_catalog_change_reloads_nginx_in_place_and_streams_finish(base_values, tmp_path):
+    """What the kubelet does to the mounted ConfigMap on a catalog change (the file replaced in
+    place), done to the running gateway: the new model is routed without a restart, a stream in
+    flight finishes whole, and a file that does not load leaves the running table alone."""
+    added = MockBackend("--served-model-name", "epsilon", log_dir=tmp_path).start()
+    gw = runner.start(runner.deep_merge(base_values, {"routing": {"reload": {"intervalSeconds": 1}}}), name="reload")
+    try:
+        models = yaml.safe_load((runner.chart_dir().parents[1] / "tests/gateway/models.yaml").read_text())["models"]
+        changed = runner.deep_merge(
+            gw.values,
+            {
+                "models": [*models, {"modelName": "epsilon", "huggingfaceId": "org/Epsilon"}],
+                "routing": {"endpoints": {"epsilon": added.address}},
+            },
+        )
+        routes, checksum = _routes_and_checksum(changed)
+        assert checksum == _routes_and_checksum(gw.values)[1], "a catalog change would roll the pods"
+        off = {"routing": {"reload": {"intervalSeconds": 0}}}
+        assert _routes_and_checksum(runner.deep_merge(changed, off))[1] != _routes_and_checksum(
+            runner.deep_merge(gw.values, off)
+        )[1], "with reload off, a catalog change must roll the pods"
+        error(post(gw, "/v1/chat/completions", {"model": "epsilon"}), 404, gw, code="model_not_found")
+
+        workers = set(gw.workers())
+        result = {}
+        thread = threading.Thread(
+            target=lambda: result.setdefault(
+                "resp", rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/chat/completions", paced(n=30, interval=100))
+            )
+        )
+        thread.start()
+        time.sleep(0.5)
+        target = gw.root / "config" / "routes.json"
+        (tmp_path / "routes.json").write_text(routes)
+        os.replace(tmp_path / "routes.json", target)
+        start = time.monotonic()
+        while post(gw, "/v1/chat/completions", {"model": "epsilon"}).status_code != 200:
+            assert time.monotonic() - start < 10, f"the added model was not routed within 10 s{gw.context()}"
+            time.sleep(0.2)
+        routed_to(post(gw, "/v1/chat/completions", {"model": "epsilon"}), added, gw)
+        assert gw.proc.poll() is None and set(gw.workers()) - workers, "nginx did not start new workers"
+        thread.join(15)
+        resp = result.get("resp")
+        assert resp is not None and resp.status == 200 and resp.complete, gw.context()
+        assert len(resp.events) == 1 + 30 + 1 + 1 and resp.data[-1] == "[DONE]", resp.events[-2:]
+        start = time.monotonic()
+        while workers & set(gw.workers()):  # the old workers exit once their requests are done
+            assert time.monotonic() - start < 10, f"old workers {workers & set(gw.workers())} never exited"
+            time.sleep(0.2)
+
+        # A table that does not load: the master says why, the workers keep the last good one.
+        workers = set(gw.workers())
+        (tmp_path / "routes.json").write_text("{not json")
+        os.replace(tmp_path / "routes.json", target)
+        start = time.monotonic()
+        while "routes.json is not valid JSON" not in gw.error_log(tail=200):
+            assert time.monotonic() - start < 10, f"no error about the bad routes.json{gw.context()}"
+            time.sleep(0.2)
+        assert set(gw.workers()) == workers, gw.context()
+        routed_to(post(gw, "/v1/chat/completions", {"model": "epsilon"}), added, gw)
+    finally:
+        runner.cleanup(gw)
+        added.stop()

@@ -311,14 +311,23 @@ def test_gateway_settings_file():
 # --- a change rolls the pods ----------------------------------------------------------------
 
 
-def test_checksum_changes_with_the_catalog_and_the_config_only():
+def test_checksum_changes_with_the_config_and_not_with_the_catalog_the_pods_reload():
     base = checksum(render(CATALOG))
     assert checksum(render(CATALOG)) == base
     assert checksum(render(merged(CATALOG, {"replicaCount": 5}))) == base
-    assert checksum(render({"models": [QWEN]})) != base
-    assert checksum(render({"models": [QWEN, dict(TINY, aliases=["other"])]})) != base
+    # routes.json: reloaded in place by the running pods (routing.reload), no roll.
+    assert checksum(render({"models": [QWEN]})) == base
+    assert checksum(render({"models": [QWEN, dict(TINY, aliases=["other"])]})) == base
+    assert checksum(render(merged(CATALOG, {"routing": {"defaultModel": "tiny"}}))) == base
     assert checksum(render(merged(CATALOG, {"body": {"maxSize": "1m"}}))) != base
-    assert checksum(render(merged(CATALOG, {"routing": {"defaultModel": "tiny"}}))) != base
+    assert checksum(render(merged(CATALOG, {"routing": {"reload": {"intervalSeconds": 9}}}))) != base
+
+
+def test_with_reload_off_a_catalog_change_rolls_the_pods():
+    off = {"routing": {"reload": {"intervalSeconds": 0}}}
+    base = checksum(render(merged(CATALOG, off)))
+    assert checksum(render(merged({"models": [QWEN]}, off))) != base
+    assert checksum(render(merged(CATALOG, off, {"routing": {"defaultModel": "tiny"}}))) != base
 
 
 @pytest.fixture

@@ -130,6 +130,7 @@ ask for Connection: close, so nginx never reuses a connection the server is clos
     "discovery" (dict "intervalSeconds" .Values.routing.discovery.intervalSeconds
                       "timeoutMs" (mul .Values.routing.discovery.timeoutSeconds 1000)
                       "servers" .Values.routing.discovery.servers)
+    "reload" (dict "intervalSeconds" .Values.routing.reload.intervalSeconds)
     "healthCheck" (dict "enabled" .Values.healthCheck.enabled "intervalSeconds" .Values.healthCheck.intervalSeconds
                         "timeoutSeconds" .Values.healthCheck.timeoutSeconds
                         "failTimeoutSeconds" .Values.healthCheck.failTimeoutSeconds

@@ -42,7 +42,7 @@ function _M.read_json(path)
     if value == nil then
         return nil, path .. " is not valid JSON: " .. (derr or "?")
     end
-    return value
+    return value, nil, text
 end
 
 local POLICIES = { ["least-request"] = true, ["round-robin"] = true, session = true, prefix = true }
@@ -213,7 +213,7 @@ function _M.init(config_dir)
     if not settings then
         error("api-gateway: " .. err, 0)
     end
-    local table_, rerr = _M.read_json(config_dir .. "/routes.json")
+    local table_, rerr, routes_text = _M.read_json(config_dir .. "/routes.json")
     if not table_ then
         error("api-gateway: " .. rerr, 0)
     end
@@ -314,6 +314,10 @@ function _M.init(config_dir)
     end
     _M.session_fields = session_fields
     _M.needs_dns = needs_dns
+    -- What gateway_reload compares the mounted file with.
+    _M.routes_file = config_dir .. "/routes.json"
+    _M.routes_text = routes_text
+    _M.reload = settings.reload or {}
     _M.created = ngx.time()
     _M.loaded = true
     return _M

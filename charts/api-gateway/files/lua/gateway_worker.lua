@@ -1,8 +1,10 @@
 -- init_worker: what each nginx worker starts with. Its own random seed (ties
--- in least-request, DNS query ids), then, in worker 0 only, the two timers
--- that keep the shared state fresh: endpoint discovery and the health checks.
+-- in least-request, DNS query ids), then, in worker 0 only, the timers that
+-- keep the shared state fresh (endpoint discovery, the health checks) and the
+-- one that follows the mounted routing table.
 local endpoints = require "gateway_endpoints"
 local health = require "gateway_health"
+local reload = require "gateway_reload"
 
 local ngx = ngx
 
@@ -12,6 +14,7 @@ function _M.start()
     math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
     endpoints.start()
     health.start()
+    reload.start()
 end
 
 return _M

@@ -287,26 +287,37 @@ def test_a_commit_adding_a_model_is_synced_and_routed_with_no_failed_request(git
         assert models_by_id(url)[ADDED["modelName"]]["ready"] is True
 
 
-def test_a_commit_changing_the_image_tag_rolls_only_that_charts_models(gitops, cluster):
-    """GGUF entries take their image from the chart (no per-entry image), so the new tag rolls
-    the llama-server pods and nothing else: the gateway's pods stay."""
+def test_a_commit_changing_one_models_image_tag_rolls_that_model_only(gitops, cluster):
+    """The added GGUF entry gets its own `image: {tag: ...}` (ramalama-models' per-entry image,
+    over the flavour's): that model's pods roll; the other models' pods and the gateway's keep
+    their uids."""
     g = gitops
     values = g.image_values["ramalama-models"]
-    old = f"{values['accelerators']['cpu']['repository']}:{values['image']['tag']}"
+    repo = values["accelerators"]["cpu"]["repository"]
     new_tag = values["image"]["tag"] + "-retag"
-    stack_images.docker("tag", old, f"{values['accelerators']['cpu']['repository']}:{new_tag}")
-    cluster.load_image(f"{values['accelerators']['cpu']['repository']}:{new_tag}")
+    stack_images.docker("tag", f"{repo}:{values['image']['tag']}", f"{repo}:{new_tag}")
+    cluster.load_image(f"{repo}:{new_tag}")
+    target = f"ramalama-{ADDED['modelName']}-"
+    models_before = {**_pods(g, "ramalama-"), **_pods(g, "vllm-")}
+    others = {n: u for n, u in models_before.items() if not n.startswith(target)}
+    assert others and len(others) < len(models_before), models_before
     gateway_pods = _pods(g, "api-gateway-")
-    models_before = _pods(g, "ramalama-")
-    values["image"]["tag"] = new_tag
-    g.publish("e2e: a new llama-server image tag")
+    g.stack.extra_models = [{**m, "image": {"tag": new_tag}} if m is ADDED else m for m in g.stack.extra_models]
+    start = time.monotonic()
+    g.publish(f"e2e: {ADDED['modelName']} takes image tag {new_tag}")
     g.wait()
-    for m in stack_models.enabled(g.stack.catalog(), "gguf"):
-        g.stack.wait_rollout(f"ramalama-{m['modelName']}")
-    until("the old llama-server pods gone", lambda: not set(models_before) & set(_pods(g, "ramalama-")), timeout=120)
-    models_after = {p["metadata"]["name"]: p for p in g.stack.pods() if p["metadata"]["name"].startswith("ramalama-")}
-    assert all(p["spec"]["containers"][0]["image"].endswith(f":{new_tag}") for p in models_after.values())
+    g.stack.wait_rollout(target[:-1])
+    until(
+        "the old pods of the retagged model gone",
+        lambda: not set(models_before) & set(_pods(g, target)),
+        timeout=120,
+    )
+    TIMINGS["image-tag commit to rolled"] = time.monotonic() - start
+    rolled = [p for p in g.stack.pods() if p["metadata"]["name"].startswith(target)]
+    assert rolled and all(p["spec"]["containers"][0]["image"] == f"{repo}:{new_tag}" for p in rolled), rolled
+    assert {**_pods(g, "ramalama-"), **_pods(g, "vllm-")} == {**others, **_pods(g, target)}, "another model rolled"
     assert _pods(g, "api-gateway-") == gateway_pods, "the gateway rolled on a model image change"
+    say(f"image tag of {ADDED['modelName']} only: rolled {sorted(_pods(g, target))}, kept {sorted(others)}")
 
 
 def test_a_commit_removing_a_model_prunes_it_and_drops_it_from_the_list(gitops):

@@ -10,8 +10,9 @@ Bounds stated by these tests (3 pods unless said otherwise):
 - round-robin, 30 requests: every pod gets 8 to 12;
 - session and prefix: the same key reaches the same pod every time; 60 different keys spread
   so that every pod gets 10 to 30 of them;
-- prefix with bounded loads, 12 concurrent requests sharing one prefix: no pod takes more
-  than ceil(1.25 x 12 / 3) = 5.
+- prefix with bounded loads (the chart's loadFactor 1.25, warmLoadFactor 2), 12 concurrent
+  requests sharing one prefix: its own pod, which got it before, takes at most
+  ceil(2 x 12 / 3) = 8, every other pod at most ceil(1.25 x 12 / 3) = 5.
 """
 
 from __future__ import annotations
@@ -323,8 +324,9 @@ def test_prefix_bounded_loads_spill_a_hot_prefix_instead_of_piling_it_on_one_pod
     before = metric(gw, "gateway_balancer_decisions_total", model="pre", decision="spill")
     bodies = [chat("pre", f"q{i}", system=LONG_SYSTEM, mock={"delay_ms": 1500}) for i in range(12)]
     seen = spread(gw, pods, bodies, concurrency=12)
-    assert max(seen.values()) <= math.ceil(1.25 * 12 / 3), seen
-    assert len(seen) >= 3, seen
+    counts = sorted(seen.values(), reverse=True)
+    assert counts[0] <= math.ceil(2 * 12 / 3) and all(n <= math.ceil(1.25 * 12 / 3) for n in counts[1:]), seen
+    assert len(seen) >= 2, seen
     assert metric(gw, "gateway_balancer_decisions_total", model="pre", decision="spill") > before
 
 

@@ -219,6 +219,51 @@ describe("gateway_balancer prefix (bounded loads)", function()
         end
     end)
 
+    it("lets a key's own pod, once it got the key, take it up to warmLoadFactor; a key not seen spills", function()
+        local balancing = { policy = "prefix", loadFactor = 1.25, warmLoadFactor = 2, warmSeconds = 300 }
+        local fake, balancer, route = setup(PODS, balancing)
+        local owner = balancer.choose(route, { prefix = "system prompt A" }).id
+        -- Loads 1, 0, 0 (owner first): total 1, bound ceil(1.25 * 2 / 3) = 1, warm ceil(2 * 2 / 3) = 2.
+        for _, id in ipairs(PODS) do
+            set_inflight(fake, id, id == owner and 1 or 0)
+        end
+        local ep, decision = balancer.choose(route, { prefix = "system prompt A" })
+        assert.same({ owner, "affinity" }, { ep.id, decision })
+        -- Over the warm bound (loads 2, 0, 0: ceil(2 * 3 / 3) = 2) it spills, and the spill is a
+        -- one-off: back at 1, 0, 0 the key's own pod is still warm.
+        set_inflight(fake, owner, 2)
+        ep, decision = balancer.choose(route, { prefix = "system prompt A" })
+        assert.are_not.equal(owner, ep.id)
+        assert.equal("spill", decision)
+        set_inflight(fake, owner, 1)
+        ep, decision = balancer.choose(route, { prefix = "system prompt A" })
+        assert.same({ owner, "affinity" }, { ep.id, decision })
+        -- The same key, forgotten (warmSeconds passed, or never seen: a unique prompt): the tight bound.
+        for _, k in ipairs(fake.shared.gateway_warm:get_keys()) do
+            fake.shared.gateway_warm:delete(k)
+        end
+        ep, decision = balancer.choose(route, { prefix = "system prompt A" })
+        assert.are_not.equal(owner, ep.id)
+        assert.equal("spill", decision)
+    end)
+
+    it("never lets a warm key's pod take more than warmLoadFactor x the average", function()
+        local fake, balancer, route = setup(PODS, { policy = "prefix", loadFactor = 1.25, warmLoadFactor = 2,
+                                                    warmSeconds = 300 })
+        local per = {}
+        for _ = 1, 30 do
+            local ep = balancer.choose(route, { prefix = "the one shared system prompt" })
+            balancer.acquire(route, ep)
+            per[ep.id] = (per[ep.id] or 0) + 1
+        end
+        local most = 0
+        for _, id in ipairs(PODS) do
+            most = math.max(most, per[id] or 0)
+            assert.equal(per[id], fake.shared.gateway_inflight:get("m\0" .. id))
+        end
+        assert.is_true(most <= math.ceil(2 * 30 / 3) and most > math.ceil(1.25 * 30 / 3), tostring(most))
+    end)
+
     it("skips pods already tried for this request", function()
         local _, balancer, route = setup(PODS, { policy = "prefix", loadFactor = 1.25 })
         local first = balancer.choose(route, { prefix = "p" })

@@ -72,6 +72,7 @@ function M.reset(opts)
             gateway_metrics = shared_dict(),
             gateway_endpoints = shared_dict(),
             gateway_inflight = shared_dict(),
+            gateway_warm = shared_dict(),
             gateway_ratelimit = shared_dict(),
         },
         ctx = {},

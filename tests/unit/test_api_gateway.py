@@ -234,13 +234,16 @@ def test_endpoints_override_discovery_with_one_or_more_servers():
 
 
 def test_an_entry_overrides_the_balancing_key_by_key_and_its_health_path_reaches_the_route():
-    catalog = {"models": [dict(QWEN, healthPath="/ping", balancing={"policy": "prefix", "prefixLength": 512}), TINY]}
+    own = {"policy": "prefix", "prefixLength": 512, "warmSeconds": 60}
+    catalog = {"models": [dict(QWEN, healthPath="/ping", balancing=own), TINY]}
     values = merged(catalog, {"balancing": {"policy": "round-robin", "loadFactor": 2}})
     by_name = {r["name"]: r for r in routes(render(values))["routes"]}
     assert by_name["qwen"]["balancing"] == {
         "policy": "prefix",
         "prefixLength": 512,
         "loadFactor": 2,
+        "warmLoadFactor": 2,
+        "warmSeconds": 60,
         "sessionHeader": "X-Session-Id",
         "sessionField": "user",
         "maxTries": 3,

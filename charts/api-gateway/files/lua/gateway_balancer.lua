@@ -9,7 +9,9 @@
 --   prefix         consistent hashing with bounded loads over the prompt's
 --                  leading part: requests that share a system prompt or a
 --                  conversation reach the pod that has it cached, and no pod
---                  takes more than loadFactor x the average in-flight load.
+--                  takes more than loadFactor x the average in-flight load;
+--                  warmLoadFactor for the pod this gateway pod last sent the
+--                  key to (within warmSeconds), which likely holds it cached.
 -- The hash ring depends only on the endpoint set, so every gateway replica
 -- makes the same choice for the same input without shared state, and when a
 -- pod goes away only its share of the keys moves. A request without a key
@@ -26,12 +28,13 @@ local bxor = bit.bxor
 local rshift = bit.rshift
 local tobit = bit.tobit
 local ceil = math.ceil
+local max = math.max
 local floor = math.floor
 local random = math.random
 local sort = table.sort
 local ipairs = ipairs
 
-local _M = { DICT = "gateway_inflight", VNODES = 160 }
+local _M = { DICT = "gateway_inflight", WARM_DICT = "gateway_warm", VNODES = 160 }
 
 -- (a * b) mod 2^32 without losing bits to doubles: split b in 16-bit halves.
 local function mul32(a, b)
@@ -114,11 +117,12 @@ local function first_point(points, h)
 end
 
 -- Consistent hashing, bounded when factor > 0: walk the ring from the key's
--- point; take the first usable endpoint whose load stays within
--- ceil(factor x (total + 1) / n). Returns the endpoint and the decision:
--- "affinity" (the key's own endpoint), "failover" (its own is unusable) or
--- "spill" (its own, or every one before, is over the bound).
-local function hashed(dict, route, points, key, candidates, factor)
+-- point (hash h); take the first usable endpoint whose load stays within
+-- ceil(factor x (total + 1) / n), or within the same with warm_factor for the
+-- endpoint `warm` (the one that last got the key). Returns the endpoint and the
+-- decision: "affinity" (the key's own endpoint), "failover" (its own is
+-- unusable) or "spill" (its own, or every one before, is over its bound).
+local function hashed(dict, route, points, h, candidates, factor, warm, warm_factor)
     local usable, n, total = {}, 0, 0
     for _, ep in ipairs(candidates) do
         usable[ep.id] = true
@@ -128,8 +132,9 @@ local function hashed(dict, route, points, key, candidates, factor)
         end
     end
     local bound = factor > 0 and ceil(factor * (total + 1) / n) or nil
+    local warm_bound = bound and warm and ceil(max(factor, warm_factor or 0) * (total + 1) / n)
     local count = #points
-    local start = first_point(points, hash(key))
+    local start = first_point(points, h)
     local seen, owner_usable, first = {}, nil, nil
     for k = 0, count - 1 do
         local ep = points[(start + k - 1) % count + 1][2]
@@ -139,7 +144,7 @@ local function hashed(dict, route, points, key, candidates, factor)
                 first = ep
                 owner_usable = usable[ep.id] == true
             end
-            if usable[ep.id] and (not bound or load_of(dict, route, ep) < bound) then
+            if usable[ep.id] and (not bound or load_of(dict, route, ep) < (ep.id == warm and warm_bound or bound)) then
                 if ep == first then
                     return ep, "affinity"
                 end
@@ -173,7 +178,12 @@ _M.IMPLEMENTATIONS = {
     },
 }
 
--- bounded: the prefix policy spills over loadFactor; a session never moves
+-- bounded: the prefix policy spills over loadFactor, and remembers each key's
+-- pod (its own, or its failover; gateway_warm, per gateway pod, warmSeconds),
+-- which is allowed
+-- warmLoadFactor, because waiting there behind a request beats a cold prefill
+-- elsewhere, while a key not seen lately (a prompt shared with nothing) keeps
+-- the tight bound and never queues behind unrelated work. A session never moves
 -- while its pod is usable.
 local function hashing(key_of, bounded)
     return {
@@ -183,8 +193,20 @@ local function hashing(key_of, bounded)
             if not key or not state.points then
                 return least_loaded(dict, route, candidates), "no_key"
             end
-            local factor = bounded and route.balancing.loadFactor or 0
-            return hashed(dict, route, state.points, key, candidates, factor)
+            local h = hash(key)
+            local b = route.balancing
+            if not bounded then
+                return hashed(dict, route, state.points, h, candidates, 0)
+            end
+            local warm_dict = b.warmSeconds > 0 and ngx.shared[_M.WARM_DICT]
+            local warm_key = warm_dict and route.name .. "\0" .. h
+            local ep, decision = hashed(dict, route, state.points, h, candidates, b.loadFactor,
+                                        warm_dict and warm_dict:get(warm_key), b.warmLoadFactor)
+            -- A spill is a one-off: the key's own pod keeps its warm bound.
+            if ep and warm_dict and decision ~= "spill" then
+                warm_dict:set(warm_key, ep.id, b.warmSeconds)
+            end
+            return ep, decision
         end,
     }
 end

@@ -69,6 +69,8 @@ function _M.prepare_route(route, i)
             .. tostring(b.policy)
     end
     b.loadFactor = tonumber(b.loadFactor) or 0
+    b.warmLoadFactor = tonumber(b.warmLoadFactor) or b.loadFactor
+    b.warmSeconds = tonumber(b.warmSeconds) or 0
     b.prefixLength = tonumber(b.prefixLength) or 2048
     b.maxTries = tonumber(b.maxTries) or 3
     if b.sessionHeader and b.sessionHeader ~= "" then

@@ -17,6 +17,11 @@ Argument: dict "context" $ "app" ENTRY.
 */}}
 {{- define "llm-stack.syncPolicy" -}}
 {{- $policy := deepCopy .context.Values.syncPolicy }}
+{{- /* A model chart with no model of its kind renders nothing; without allowEmpty Argo CD's
+automated sync refuses to prune its last model ("auto-sync will wipe out all resources"). */}}
+{{- if and .app.allowEmpty $policy.automated }}
+{{- $_ := set $policy "automated" (merge (dict "allowEmpty" true) $policy.automated) }}
+{{- end }}
 {{- $options := concat ($policy.syncOptions | default list) (.app.syncOptions | default list) | uniq }}
 {{- if $options }}
 {{- $_ := set $policy "syncOptions" $options }}

@@ -6,8 +6,9 @@ Healthy in its wave, and commits pushed to that server change the running stack 
 The commit under test is the working tree (tests/e2e run on uncommitted work too) on top of
 HEAD, plus what a user of a CPU-only cluster would commit in their fork: argocd/values.yaml
 pointing at the git server, the stack's namespace and the e2e's value files; models.yaml made
-runnable here (llama-server models only: vLLM on CPU takes minutes per start, and its path is
-proven by test_stack.py; each vLLM entry stays in the list, disabled). The stack runs in its own
+runnable here (llama-server models: vLLM on CPU takes minutes per start, and its path is
+proven by test_stack.py; each vLLM entry stays in the list, disabled; the add and remove commits
+also carry one vllm-models entry served by images/mock-openai, for its cache PVC). The stack runs in its own
 namespace (`llm-gitops`), Argo CD in `argocd`; both are removed at the start and at the end.
 Runs in file order: each change builds on the commit before it.
 """
@@ -34,6 +35,8 @@ BRANCH = "e2e"
 WORKDIR = REPO / "build" / "e2e" / "gitops"
 CHARTS = ("vllm-models", "ramalama-models", "api-gateway", "openwebui")
 ADDED = {"modelName": "gitops-added", "gguf": "e2e/gitops-added.gguf", "aliases": ["gitops-added-alias"]}
+CACHED_NAME = "gitops-cached"
+CACHED_PVC = f"vllm-{CACHED_NAME}-cache"
 TIMINGS: dict[str, float] = {}
 
 
@@ -254,37 +257,67 @@ def _pods(g: GitOps, prefix: str) -> dict[str, str]:
     }
 
 
+def _cached(g: GitOps) -> dict:
+    """A charts/vllm-models entry with its cache PVC, added and removed beside ADDED. Its server
+    is images/mock-openai (`engine: openai`, which the e2e builds anyway), not vLLM: the subject
+    is Argo CD's sync and prune of a vLLM entry's objects, PVC included, not the engine (vLLM on
+    CPU is test_stack.py's)."""
+    repo, tag = g.stack.images["mock-openai"].rsplit(":", 1)
+    return {
+        "modelName": CACHED_NAME,
+        "huggingfaceId": f"e2e/{CACHED_NAME}",
+        "engine": "openai",
+        "image": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "args": ["--model", f"e2e/{CACHED_NAME}", "--served-model-name", CACHED_NAME, "--port", "8000"],
+    }
+
+
 def _first_model(g: GitOps) -> str:
     return stack_models.enabled(g.stack.catalog(), "gguf")[0]["modelName"]
+
+
+def _routed_everywhere(g: GitOps, listed: list[str], asked: list[str], rounds: int = 8) -> bool:
+    """`listed` ready in /v1/models and `asked` answering, `rounds` times through the gateway's
+    Service (which spreads the requests over its pods: each pod must route them)."""
+    with g.stack.gateway() as url:
+        for _ in range(rounds):
+            models = models_by_id(url)
+            if not all(models.get(n, {}).get("ready") is True for n in listed):
+                return False
+            for n in asked:
+                resp = chat(url, n)
+                if resp.status_code != 200 or not resp.json()["choices"]:
+                    return False
+    return True
 
 
 def test_a_commit_adding_a_model_is_synced_and_routed_with_no_failed_request(gitops):
     g = gitops
     gateway_pods = _pods(g, "api-gateway-")
+    listed, asked = [ADDED["modelName"], CACHED_NAME], [ADDED["aliases"][0], CACHED_NAME]
     with Traffic(g, _first_model(g)) as traffic:
-        g.stack.extra_models = [ADDED]
+        g.stack.extra_models = [ADDED, _cached(g)]
         start = time.monotonic()
-        commit = g.publish("e2e: add a model")
+        commit = g.publish("e2e: add a GGUF model and a vLLM-chart model with a cache PVC")
         g.wait()
         TIMINGS["add-model commit to Synced/Healthy"] = time.monotonic() - start
-
-        def answered():
-            with g.stack.gateway() as url:
-                return (r := chat(url, ADDED["aliases"][0])).status_code == 200 and r
-
-        resp = until("the added model answers under its alias", answered, timeout=180)
+        until(
+            f"{', '.join(asked)} listed and answering at every gateway pod",
+            lambda: _routed_everywhere(g, listed, asked),
+            timeout=240,
+            interval=2,
+        )
         TIMINGS["add-model commit to routed"] = time.monotonic() - start
-        assert resp.json()["choices"], resp.text
         time.sleep(2)  # a few requests after the change too
     after = _pods(g, "api-gateway-")
     rolled = set(gateway_pods) != set(after)
     say(
-        f"add model {commit[:10]}: {traffic.ok} chats during the change, {len(traffic.failed)} failed; "
-        f"gateway pods {'rolled (routes.json checksum)' if rolled else 'unchanged'}: {sorted(gateway_pods)} -> {sorted(after)}"
+        f"add models {commit[:10]}: {traffic.ok} chats during the change, {len(traffic.failed)} failed; "
+        f"gateway pods {'rolled' if rolled else 'unchanged'}: {sorted(gateway_pods)} -> {sorted(after)}"
     )
     assert traffic.ok > 0 and not traffic.failed, traffic.failed[:5]
-    with g.stack.gateway() as url:
-        assert models_by_id(url)[ADDED["modelName"]]["ready"] is True
+    pvc = g.cluster.kubectl_json("-n", NAMESPACE, "get", "pvc", CACHED_PVC)
+    assert pvc["status"]["phase"] == "Bound", pvc["status"]
 
 
 def test_a_commit_changing_one_models_image_tag_rolls_that_model_only(gitops, cluster):
@@ -320,25 +353,62 @@ def test_a_commit_changing_one_models_image_tag_rolls_that_model_only(gitops, cl
     say(f"image tag of {ADDED['modelName']} only: rolled {sorted(_pods(g, target))}, kept {sorted(others)}")
 
 
-def test_a_commit_removing_a_model_prunes_it_and_drops_it_from_the_list(gitops):
+def test_a_commit_removing_models_prunes_them_keeps_the_cache_pvc_and_drops_them_from_the_list(gitops):
+    """Both added entries leave models.yaml: their Deployments and Services are pruned, the vLLM
+    entry's cache PVC stays (vllm-models annotates it `argocd.argoproj.io/sync-options:
+    Prune=false,Delete=false`, beside `helm.sh/resource-policy: keep`, which Argo CD ignores), and
+    both leave /v1/models. Argo CD then reports vllm-models OutOfSync on that PVC alone (a
+    resource kept from pruning still differs from git) until it is deleted by hand, as the chart
+    says to free the space."""
     g = gitops
     g.stack.extra_models = []
-    g.publish("e2e: remove the added model")
-    g.wait()
-    name = f"ramalama-{ADDED['modelName']}"
+    start = time.monotonic()
+    head = g.publish("e2e: remove the added models")
+    names = (f"ramalama-{ADDED['modelName']}", f"vllm-{CACHED_NAME}")
 
     def pruned():
         left = g.cluster.kubectl_json("-n", NAMESPACE, "get", "deployments,services")["items"]
-        return not [i["metadata"]["name"] for i in left if i["metadata"]["name"].startswith(name)]
+        return not [i["metadata"]["name"] for i in left if i["metadata"]["name"].startswith(names)]
 
-    # Synced once the deletes are issued; the objects go a moment later.
-    until(f"{name}'s Deployment and Services pruned", pruned, timeout=120)
+    # The sync issues the deletes; the objects go a moment later (the pods drain first).
+    until(f"{', '.join(names)}: Deployments and Services pruned", pruned, timeout=240)
+    TIMINGS["remove-models commit to pruned"] = time.monotonic() - start
+
+    def kept_by_argo() -> dict | None:
+        apps = argocd.applications(g.cluster)
+        app = apps.get("vllm-models", {})
+        st = app.get("status", {})
+        op = st.get("operationState", {})
+        result = op.get("syncResult", {})
+        if op.get("phase") != "Succeeded" or head not in (result.get("revisions") or [result.get("revision")]):
+            return None  # the sync of the removal ran (not only its comparison)
+        others = g.app_names() - {"vllm-models"}
+        if not all(
+            apps[n]["status"]["sync"]["status"] == "Synced" and head in argocd.synced_revisions(apps[n]) for n in others
+        ):
+            return None
+        return app
+
+    app = until("vllm-models synced to the removal (its PVC kept)", kept_by_argo, timeout=300)
+    out_of_sync = [r for r in app["status"].get("resources", []) if r.get("status") != "Synced"]
+    assert [(r["kind"], r["name"], r.get("requiresPruning")) for r in out_of_sync] == [
+        ("PersistentVolumeClaim", CACHED_PVC, True)
+    ], out_of_sync
+    pvc = g.cluster.kubectl_json("-n", NAMESPACE, "get", "pvc", CACHED_PVC)
+    assert "deletionTimestamp" not in pvc["metadata"] and pvc["status"]["phase"] == "Bound", pvc
+    annotations = pvc["metadata"].get("annotations", {})
+    assert annotations.get("argocd.argoproj.io/sync-options") == "Prune=false,Delete=false", annotations
+    assert annotations.get("helm.sh/resource-policy") == "keep", annotations
+    say(f"removed {', '.join(names)}: pruned, {CACHED_PVC} kept (Bound; vllm-models OutOfSync on it alone)")
 
     def dropped():
-        with g.stack.gateway() as url:
-            return ADDED["modelName"] not in models_by_id(url)
+        with g.stack.gateway() as url:  # several times: each gateway pod must have dropped them
+            return all(not {ADDED["modelName"], CACHED_NAME} & set(models_by_id(url)) for _ in range(8))
 
-    until("the removed model gone from /v1/models", dropped, timeout=120)
+    until("the removed models gone from /v1/models", dropped, timeout=240, interval=2)
+    # Freed by hand, as the chart's comment says; then every Application is Synced again.
+    g.cluster.kubectl("-n", NAMESPACE, "delete", "pvc", CACHED_PVC, "--wait=true", timeout=180)
+    g.wait()
 
 
 def test_self_heal_puts_back_a_deployment_deleted_by_hand(gitops):

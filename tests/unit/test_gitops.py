@@ -177,7 +177,8 @@ def test_applications_follow_the_golden_path(stack_ci):
         assert app["metadata"]["namespace"] == "argocd"
         assert spec["project"] == values["project"]
         assert spec["destination"]["server"] == "https://kubernetes.default.svc"
-        assert spec["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+        empty = {"allowEmpty": True} if values["applications"].get(name, {}).get("allowEmpty") else {}
+        assert spec["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True, **empty}, name
         for source in sources(app):
             assert source["repoURL"] == values["repoURL"], name
             assert source["targetRevision"] == values["targetRevision"], name
@@ -230,6 +231,24 @@ def test_sync_waves_put_models_before_the_gateway_before_the_ui():
     assert wave("openwebui") < wave("llm-istio") and wave("openwebui") < wave("llm-gateway-api")
     project = get(stack(values={"appProject": {"create": True}}), "AppProject", "default")
     assert int(project["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) < wave("vllm-models")
+
+
+def test_the_model_charts_may_sync_to_empty_and_the_others_may_not():
+    """Removing the last model of a kind empties that chart's render; Argo CD's automated sync
+    refuses an empty target ("auto-sync will wipe out all resources", found by the e2e) unless
+    allowEmpty. Only the model charts, whose empty render is a real state, get it."""
+    apps = applications(stack())
+    for name in ("vllm-models", "ramalama-models"):
+        assert apps[name]["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True, "allowEmpty": True}
+    for name in ("api-gateway", "openwebui"):
+        assert "allowEmpty" not in apps[name]["spec"]["syncPolicy"]["automated"], name
+    off = applications(
+        stack(values={"applications": {"vllm-models": {"path": "charts/vllm-models", "allowEmpty": False}}})
+    )
+    assert "allowEmpty" not in off["vllm-models"]["spec"]["syncPolicy"]["automated"]
+    # Without automated sync there is nothing to allow.
+    manual = applications(stack(values={"syncPolicy": {"automated": None}}))
+    assert "automated" not in manual["vllm-models"]["spec"]["syncPolicy"]
 
 
 def test_the_gateway_autoscaler_owns_its_replicas():

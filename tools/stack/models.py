@@ -35,15 +35,17 @@ NO_CHAT_TEMPLATE = {
 
 def catalog(extra: list[dict] | tuple[dict, ...] = (), *, vllm: bool = True) -> dict:
     """models.yaml for a CPU-only cluster (gpuRequestCount 0, 1Gi caches), plus `extra` entries;
-    with vllm=False the vLLM entries are disabled (the demo without its big image)."""
+    with vllm=False the repository's vLLM entries are disabled (the demo without its big image);
+    `extra` entries stay as given (an `openai` engine entry needs no vLLM image)."""
     doc = yaml.safe_load((REPO / "models.yaml").read_text())
     models = []
-    for m in [*doc["models"], *extra]:
+    shipped = len(doc["models"])
+    for i, m in enumerate([*doc["models"], *extra]):
         m = copy.deepcopy(m)
         m["gpuRequestCount"] = 0
         if "gguf" not in m:
             m["pvcSize"] = "1Gi"
-            if not vllm:
+            if not vllm and i < shipped:
                 m["enabled"] = False
         models.append(m)
     return {"models": models, "global": doc.get("global", {})}

@@ -116,9 +116,10 @@ def test_a_catalog_change_reloads_nginx_in_place_and_streams_finish(base_values,
         routes, checksum = _routes_and_checksum(changed)
         assert checksum == _routes_and_checksum(gw.values)[1], "a catalog change would roll the pods"
         off = {"routing": {"reload": {"intervalSeconds": 0}}}
-        assert _routes_and_checksum(runner.deep_merge(changed, off))[1] != _routes_and_checksum(
-            runner.deep_merge(gw.values, off)
-        )[1], "with reload off, a catalog change must roll the pods"
+        assert (
+            _routes_and_checksum(runner.deep_merge(changed, off))[1]
+            != _routes_and_checksum(runner.deep_merge(gw.values, off))[1]
+        ), "with reload off, a catalog change must roll the pods"
         error(post(gw, "/v1/chat/completions", {"model": "epsilon"}), 404, gw, code="model_not_found")
 
         workers = set(gw.workers())

@@ -10,7 +10,7 @@ Bounds stated by these tests (3 pods unless said otherwise):
 - round-robin, 30 requests: every pod gets 8 to 12;
 - session and prefix: the same key reaches the same pod every time; 60 different keys spread
   so that every pod gets 10 to 30 of them;
-- prefix with bounded loads (the chart's loadFactor 1.25, warmLoadFactor 2), 12 concurrent
+- prefix with bounded loads (the chart's loadFactor 1.25 and warmLoadFactor 2, warmSeconds on), 12 concurrent
   requests sharing one prefix: its own pod, which got it before, takes at most
   ceil(2 x 12 / 3) = 8, every other pod at most ceil(1.25 x 12 / 3) = 5.
 """
@@ -41,7 +41,11 @@ MODELS = [
     {"modelName": "lr", "huggingfaceId": "org/lr"},  # least-request: the chart's default
     {"modelName": "rr", "huggingfaceId": "org/rr", "balancing": {"policy": "round-robin"}},
     {"modelName": "sess", "huggingfaceId": "org/sess", "balancing": {"policy": "session"}},
-    {"modelName": "pre", "huggingfaceId": "org/pre", "balancing": {"policy": "prefix", "prefixLength": 256}},
+    {
+        "modelName": "pre",
+        "huggingfaceId": "org/pre",
+        "balancing": {"policy": "prefix", "prefixLength": 256, "warmSeconds": 300},
+    },
     {"modelName": "late", "gguf": "late.gguf"},  # no Service when the gateway starts
     {"modelName": "moving", "huggingfaceId": "org/moving"},  # pods change under load
     {"modelName": "ping", "huggingfaceId": "org/ping", "healthPath": "/ping"},

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -62,6 +64,22 @@ def request(
         sock.sendall(raw)
         _read_response(sock, out, close_after_events)
     return out
+
+
+def chat_in_background(port: int, body: dict) -> Callable[[float], Response | None]:
+    """POST /v1/chat/completions to 127.0.0.1:port in a thread (a stream in flight while a test
+    stops or reloads nginx); returns wait(timeout) -> the whole response, None when unfinished."""
+    result: dict[str, Response] = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("resp", request("127.0.0.1", port, "POST", "/v1/chat/completions", body))
+    )
+    thread.start()
+
+    def wait(timeout: float) -> Response | None:
+        thread.join(timeout)
+        return result.get("resp")
+
+    return wait
 
 
 def _read_response(sock: socket.socket, out: Response, close_after_events: int | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -48,17 +47,10 @@ def test_model_that_finishes_loading_then_dies(gateway_factory, tmp_path):
 def test_graceful_stop_lets_streams_finish(base_values):
     gw = runner.start(runner.deep_merge(base_values, {"nginx": {"workerProcesses": 1}}), name="stop")
     try:
-        result = {}
-        thread = threading.Thread(
-            target=lambda: result.setdefault(
-                "resp", rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/chat/completions", paced(n=30, interval=20))
-            )
-        )
-        thread.start()
+        wait = rawhttp.chat_in_background(gw.port, paced(n=30, interval=20))
         time.sleep(0.3)
         gw.proc.send_signal(signal.SIGQUIT)  # what the Deployment's preStop hook sends
-        thread.join(15)
-        resp = result.get("resp")
+        resp = wait(15)
         assert resp is not None and resp.status == 200 and resp.complete, gw.context()
         assert len(resp.events) == 1 + 30 + 1 + 1 and resp.data[-1] == "[DONE]", resp.events[-2:]
         assert gw.proc.wait(10) == 0, gw.context()
@@ -123,13 +115,7 @@ def test_a_catalog_change_reloads_nginx_in_place_and_streams_finish(base_values,
         error(post(gw, "/v1/chat/completions", {"model": "epsilon"}), 404, gw, code="model_not_found")
 
         workers = set(gw.workers())
-        result = {}
-        thread = threading.Thread(
-            target=lambda: result.setdefault(
-                "resp", rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/chat/completions", paced(n=30, interval=100))
-            )
-        )
-        thread.start()
+        wait = rawhttp.chat_in_background(gw.port, paced(n=30, interval=100))
         time.sleep(0.5)
         target = gw.root / "config" / "routes.json"
         (tmp_path / "routes.json").write_text(routes)
@@ -140,8 +126,7 @@ def test_a_catalog_change_reloads_nginx_in_place_and_streams_finish(base_values,
             time.sleep(0.2)
         routed_to(post(gw, "/v1/chat/completions", {"model": "epsilon"}), added, gw)
         assert gw.proc.poll() is None and set(gw.workers()) - workers, "nginx did not start new workers"
-        thread.join(15)
-        resp = result.get("resp")
+        resp = wait(15)
         assert resp is not None and resp.status == 200 and resp.complete, gw.context()
         assert len(resp.events) == 1 + 30 + 1 + 1 and resp.data[-1] == "[DONE]", resp.events[-2:]
         start = time.monotonic()

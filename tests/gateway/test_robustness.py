@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 
 import pytest
@@ -87,17 +86,10 @@ def test_duplicate_model_keys_route_where_the_backend_reads(gateway, backends):
 
 def test_reload_keeps_in_flight_streams_whole(gateway_factory):
     gw = gateway_factory({"nginx": {"workerProcesses": 1}}, name="reload")
-    result = {}
-    thread = threading.Thread(
-        target=lambda: result.setdefault(
-            "resp", rawhttp.request("127.0.0.1", gw.port, "POST", "/v1/chat/completions", paced(n=40, interval=20))
-        )
-    )
-    thread.start()
+    wait = rawhttp.chat_in_background(gw.port, paced(n=40, interval=20))
     time.sleep(0.3)
     gw.proc.send_signal(signal.SIGHUP)  # what `nginx -s reload` sends
-    thread.join(15)
-    resp = result.get("resp")
+    resp = wait(15)
     assert resp is not None, f"stream did not finish{gw.context()}"
     assert resp.status == 200 and resp.complete, (resp.status, gw.context())
     assert len(resp.events) == 1 + 40 + 1 + 1 and resp.data[-1] == "[DONE]", resp.events[-3:]

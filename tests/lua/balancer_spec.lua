@@ -34,6 +34,17 @@ local function counts(balancer, route, requests)
     return out
 end
 
+-- n concurrent requests with one shared system prompt, none finishing: pod id -> count.
+local function held(balancer, route, n)
+    local per = {}
+    for _ = 1, n do
+        local ep = balancer.choose(route, { prefix = "the one shared system prompt" })
+        balancer.acquire(route, ep)
+        per[ep.id] = (per[ep.id] or 0) + 1
+    end
+    return per
+end
+
 local function keys(n, prefix)
     local out = {}
     for i = 1, n do
@@ -206,13 +217,7 @@ describe("gateway_balancer prefix (bounded loads)", function()
 
     it("never lets one pod take more than loadFactor x the average when every key is the same", function()
         local fake, balancer, route = setup(PODS, { policy = "prefix", loadFactor = 1.25 })
-        -- 30 concurrent requests with one shared system prompt, none finishing.
-        local per = {}
-        for _ = 1, 30 do
-            local ep = balancer.choose(route, { prefix = "the one shared system prompt" })
-            balancer.acquire(route, ep)
-            per[ep.id] = (per[ep.id] or 0) + 1
-        end
+        local per = held(balancer, route, 30)
         for _, id in ipairs(PODS) do
             assert.is_true((per[id] or 0) <= math.ceil(1.25 * 30 / 3), id .. ": " .. tostring(per[id]))
             assert.equal(per[id], fake.shared.gateway_inflight:get("m\0" .. id))
@@ -250,12 +255,7 @@ describe("gateway_balancer prefix (bounded loads)", function()
     it("never lets a warm key's pod take more than warmLoadFactor x the average", function()
         local fake, balancer, route = setup(PODS, { policy = "prefix", loadFactor = 1.25, warmLoadFactor = 2,
                                                     warmSeconds = 300 })
-        local per = {}
-        for _ = 1, 30 do
-            local ep = balancer.choose(route, { prefix = "the one shared system prompt" })
-            balancer.acquire(route, ep)
-            per[ep.id] = (per[ep.id] or 0) + 1
-        end
+        local per = held(balancer, route, 30)
         local most = 0
         for _, id in ipairs(PODS) do
             most = math.max(most, per[id] or 0)

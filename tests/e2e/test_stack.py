@@ -568,9 +568,12 @@ def test_network_policies_let_only_the_gateway_reach_models_and_only_the_ui_reac
     firewall): a pod that is not the gateway cannot reach a model, the gateway can; a pod labelled
     like Open WebUI (the chart's default ingressFrom) reaches the gateway, any other pod cannot."""
     if stack.cluster.provider != "local" and os.environ.get("LLM_CHARTS_NETPOL_ENFORCED") != "1":
-        pytest.skip(
-            "only the local cluster is known to enforce NetworkPolicies (kube-router); "
-            "set LLM_CHARTS_NETPOL_ENFORCED=1 for a cluster whose network plugin does"
+        # Fail, never skip: a cluster that does not enforce them would pass every check here.
+        pytest.fail(
+            "only the local cluster is known to enforce NetworkPolicies (kube-router): set "
+            "LLM_CHARTS_NETPOL_ENFORCED=1 for a cluster whose network plugin does, or deselect this "
+            "test (-k 'not network_policies') on one that does not",
+            pytrace=False,
         )
     model = _models("gguf")[0]  # llama-server: answers at once
     svc = stack.cluster.kubectl_json("-n", stack.namespace, "get", "service", _service(model))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import subprocess
 import threading
 
@@ -192,7 +191,7 @@ def run_script(chart: str, values: dict, url: str, env: dict | None = None) -> s
     )
 
 
-needs_curl = pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed on this machine")
+needs_curl = pytest.mark.usefixtures("shell_tools")
 ALPHA = {"models": [MODELS[0]]}
 
 

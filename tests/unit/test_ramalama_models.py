@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -477,7 +476,7 @@ class TestFetch:
         assert token["valueFrom"] == {"secretKeyRef": {"name": "hf", "key": "tok"}}
 
 
-@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("sha256sum")), reason="needs curl and sha256sum")
+@pytest.mark.usefixtures("shell_tools")
 class TestFetchScript:
     """Runs the rendered fetch.sh against file:// URLs (curl reads them like https)."""
 

@@ -13,6 +13,11 @@ describe("gateway_usage", function()
         assert.same({ 5, 7 }, { usage.parse('{"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}') })
         assert.is_nil(usage.parse('{"choices":[],"usage":null}'))
         assert.is_nil(usage.parse('{"choices":[]}'))
+        -- spaces, detail objects whose names start alike, and a quoted "usage" inside content
+        assert.same({ 3, 4 }, { usage.parse('{"content":"a \\"usage\\": {x}","usage" : { "prompt_tokens_details":'
+            .. '{"cached_tokens":1},"prompt_tokens" :3, "input_tokens_details":null,"completion_tokens": 4}}') })
+        assert.same({ 8, 0 }, { usage.parse('{"usage":{"prompt_tokens":8}}') })
+        assert.is_nil(usage.parse('{"usage":{"completion_tokens":8}}'))
     end)
 
     it("takes the stream's last usage and the time of its first content, passing every chunk on", function()

@@ -243,9 +243,11 @@ local function literal(src, i, word)
     return i + #word
 end
 
--- Scans an array or object at i; `element(src, i, index)` (arrays only,
--- optional) scans each element instead of scan_value.
-local function scan_container(src, i, depth, close, element)
+-- Scans an array or object at i; `element(src, i, depth, state)` (arrays
+-- only, optional) scans each element instead of scan_value. A module-level
+-- function and a state table, not a closure: creating a closure per request
+-- is not compiled by LuaJIT (FNEW), and the whole scan then runs interpreted.
+local function scan_container(src, i, depth, close, element, state)
     if depth > MAX_DEPTH then
         return invalid("nested too deeply")
     end
@@ -255,7 +257,6 @@ local function scan_container(src, i, depth, close, element)
     if c == close then
         return i + 1
     end
-    local index = 0
     while true do
         local err
         if is_object then
@@ -272,9 +273,8 @@ local function scan_container(src, i, depth, close, element)
             end
             i = skip_ws(src, i + 1)
         end
-        index = index + 1
         if element then
-            i, err = element(src, i, depth, index)
+            i, err = element(src, i, depth, state)
         else
             i, err = scan_value(src, i, depth)
         end
@@ -361,6 +361,15 @@ local function scan_message(src, i, depth)
         end
         i, c = skip_ws(src, i + 1)
     end
+end
+
+-- An element of "messages": notes where the first user message ends (for prefix()).
+local function message_element(src, i, depth, messages)
+    local after, role = scan_message(src, i, depth)
+    if after and role == "user" and not messages.first_user_end then
+        messages.first_user_end = after
+    end
+    return after, role
 end
 
 -- Reads the body, at most max_bytes. Returns a source for scan() (close() it),
@@ -488,18 +497,13 @@ function _M.scan(src, session_fields)
                 end
                 out.model = model
             elseif key == "messages" and c == B_LBRACKET then
-                local first_user_end
-                i, err = scan_container(src, i, 1, B_RBRACKET, function(s, j, depth)
-                    local after, role = scan_message(s, j, depth)
-                    if after and role == "user" and not first_user_end then
-                        first_user_end = after
-                    end
-                    return after, role
-                end)
+                local messages = { start = start }
+                i, err = scan_container(src, i, 1, B_RBRACKET, message_element, messages)
                 if not i then
                     return nil, err
                 end
-                out.messages = { start = start, stop = i, first_user_end = first_user_end }
+                messages.stop = i
+                out.messages = messages
             else
                 i, err = scan_value(src, i, 1)
                 if not i then

@@ -44,8 +44,10 @@ def unit(session: nox.Session) -> None:
     """Render tests: every chart and ci/*-values.yaml through Helm 3 and Helm 4, schemas, bad values."""
     env = _setup(session)
     session.run("python", "tools/sync_schemas.py", "--check")
-    # bench/test_bench.py: the benchmark's own logic (ratios, targets), fast, so it runs here.
-    session.run("pytest", "-c", "tests/pytest.ini", "tests/unit", "bench/test_bench.py", *session.posargs, env=env)
+    # The benchmark's own logic (ratios, targets) and the profiler's edits of the chart's
+    # nginx.conf: fast, so they run here (a chart change that breaks them fails at once).
+    bench = ["bench/test_bench.py", "bench/profilers/test_ablation.py"]
+    session.run("pytest", "-c", "tests/pytest.ini", "tests/unit", *bench, *session.posargs, env=env)
 
 
 @nox.session

@@ -6,11 +6,11 @@ Starts the gateway as the benchmark does (tests/gateway/runner.py), then runs co
 rendered nginx.conf, each with one change, side by side in rounds (plain nginx included):
 
 - as-rendered: the chart's config;
-- no-log-lua: without log_by_lua (the per-request Prometheus counters);
+- no-log-lua: without log_by_lua (in-flight release, usage accounting, the Prometheus counters);
 - no-body-filter: without body_filter_by_lua (time-to-first-byte, runs on every body chunk);
 - buffered-log: access_log with buffer=64k flush=1s instead of one write() per request;
 - no-access-log: access_log off;
-- static-route: no access_by_lua at all (route fixed in nginx `set`s: no body read in Lua, no scan);
+- static-route: no access_by_lua and no balancer_by_lua (the one backend as the upstream server);
 - keepalive-256: upstream keepalive 256 instead of the chart's default;
 - body-buffer-2m: client_body_buffer_size 2m (a 1 MB body stays in memory, no temp file);
 - lean: no Lua and no access log (what is left is the chart's proxy config);
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .. import arms as A
 from .. import procs
-from ..run import OUT, Bench, ensure_system_packages
+from ..run import OUT, Bench, ensure_system_packages, parse_args
 from ..stats import diff, fmt, ratio, summary
 
 VARIANTS = [
@@ -86,18 +86,24 @@ def variant_conf(conf: str, variant: str, upstream: str) -> str:
             conf = _sub(r"(\n[ \t]*client_body_buffer_size) \S+;", r"\1 2m;", conf, "client_body_buffer_size")
         elif step == "literal":
             conf = _sub(
-                r"proxy_pass http://\$gateway_upstream\$uri\$is_args\$args;",
-                f"proxy_pass http://{upstream};",
+                r"proxy_pass http://gateway_models\$uri\$is_args\$args;",
+                "proxy_pass http://gateway_models;",
                 conf,
                 "literal proxy_pass",
             )
         elif step == "static":
             conf = _sub(
                 r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}",
-                f'set $gateway_model "{A.ROUTED}";\n            set $gateway_upstream "{upstream}";\n'
-                f'            set $gateway_upstream_host "127.0.0.1";',
+                f'set $gateway_model "{A.ROUTED}";\n            set $gateway_upstream_host "127.0.0.1";',
                 conf,
                 "static route",
+            )
+            # the one backend as the upstream's server: no balancer_by_lua either
+            conf = _sub(
+                r"server 0\.0\.0\.1:1;[^\n]*\n\s*balancer_by_lua_block \{[^{}]*\}",
+                f"server {upstream};",
+                conf,
+                "static upstream",
             )
     return conf
 
@@ -116,36 +122,41 @@ TIMED_ACCESS = """access_by_lua_block {
                 router.access()
             }"""
 TIMED_LOG = """log_by_lua_block {
-                local metrics = require "gateway_metrics"
+                local router = require "gateway_router"
                 local n = tonumber(ngx.var.http_x_bench_loops) or 0
                 if n > 0 then
                     local t0 = os.clock()
-                    for _ = 1, n do metrics.log() end
+                    for _ = 1, n do router.log() end
                     ngx.log(ngx.WARN, "bench-log-us=", string.format("%.3f", (os.clock() - t0) / n * 1e6))
                 end
-                metrics.log()
+                router.log()
             }"""
 TIMED_BODY = """body_filter_by_lua_block {
-                local metrics = require "gateway_metrics"
+                local router = require "gateway_router"
                 local n = tonumber(ngx.var.http_x_bench_loops) or 0
                 if n > 0 and ngx.var.gateway_ttfb == "" then
-                    metrics.first_byte()
+                    -- the loop feeds a scratch copy of the usage state: the real one sees the chunk once
+                    local ctx, real = ngx.ctx, ngx.ctx.usage
+                    local scratch = real and { stream = real.stream, chunks = {}, size = 0, events = real.events }
+                    ctx.usage = scratch
                     local t0 = os.clock()
-                    for _ = 1, n do metrics.first_byte() end
+                    for _ = 1, n do router.body_filter() end
                     ngx.log(ngx.WARN, "bench-body-filter-us=", string.format("%.3f", (os.clock() - t0) / n * 1e6))
+                    ctx.usage = real
+                    ngx.var.gateway_ttfb = ""
                 end
-                metrics.first_byte()
+                router.body_filter()
             }"""
 
 
 def timed_conf(conf: str) -> str:
     conf = _sub(r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}", TIMED_ACCESS, conf, "timed access")
     conf = _sub(
-        r"body_filter_by_lua_block \{[^{}]*metrics\.first_byte\(\)[^{}]*\}", TIMED_BODY, conf, "timed body filter"
+        r"body_filter_by_lua_block \{[^{}]*router\.body_filter\(\)[^{}]*\}", TIMED_BODY, conf, "timed body filter"
     )
     # only the routed location's log phase (the first log_by_lua_block after proxy_pass)
     return _sub(
-        r"(proxy_pass http://\$gateway_upstream.*?)log_by_lua_block \{[^{}]*\}",
+        r"(proxy_pass http://gateway_models.*?)log_by_lua_block \{[^{}]*\}",
         lambda m: m.group(1) + TIMED_LOG,
         conf,
         "timed log",
@@ -252,7 +263,7 @@ def print_phases(costs: dict) -> None:
     print("\nGateway Lua per request, CPU microseconds (median (min..max) of 5 timed requests)")
     print(
         _table(
-            ["body", "access_by_lua (router.access)", "log_by_lua (metrics.log)", "body_filter_by_lua per chunk"], rows
+            ["body", "access_by_lua (router.access)", "log_by_lua (router.log)", "body_filter_by_lua (router.body_filter) per chunk"], rows
         ),
         flush=True,
     )
@@ -270,16 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_system_packages()
     if a.nice:
         os.setpriority(os.PRIO_PROCESS, 0, a.nice)
-    bench_args = argparse.Namespace(
-        load_cpus="0",
-        proxy_cpus="1",
-        backend_cpus="0",
-        arms=["gateway", "nginx"],
-        quick=True,
-        no_install=True,
-        workers=1,
-        gateway_values=None,
-    )
+    bench_args = parse_args(["--quick", "--arms", "gateway,nginx", "--no-install"])
     bench = Bench(bench_args)
     variants: list = []
     results: dict = {}
@@ -288,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         gw_arm = next(x for x in bench.arms if x.name == "gateway")
         nginx_arm = next(x for x in bench.arms if x.name == "nginx")
         routes = json.loads((gw_arm.gw.root / "config" / "routes.json").read_text())["routes"]
-        upstream = next(r["upstream"] for r in routes if r["name"] == A.ROUTED)
+        route = next(r for r in routes if r["name"] == A.ROUTED)
+        server = route["discovery"]["servers"][0]  # the bench's routing.endpoints
+        upstream = f"{server['host']}:{server['port']}"
         conf = gw_arm.gw.conf.read_text()
         phase_costs = phases(gw_arm.gw, bench.bodies, bench.proxy_cpus)
         print_phases(phase_costs)

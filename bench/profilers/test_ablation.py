@@ -1,4 +1,4 @@
-"""The ablation profiler's edits still apply to the chart's nginx.conf (run by hand, with the profiler)."""
+"""The ablation profiler's edits still apply to the chart's nginx.conf; part of `nox -s unit`."""
 
 from __future__ import annotations
 

@@ -263,7 +263,13 @@ def print_phases(costs: dict) -> None:
     print("\nGateway Lua per request, CPU microseconds (median (min..max) of 5 timed requests)")
     print(
         _table(
-            ["body", "access_by_lua (router.access)", "log_by_lua (router.log)", "body_filter_by_lua (router.body_filter) per chunk"], rows
+            [
+                "body",
+                "access_by_lua (router.access)",
+                "log_by_lua (router.log)",
+                "body_filter_by_lua (router.body_filter) per chunk",
+            ],
+            rows,
         ),
         flush=True,
     )

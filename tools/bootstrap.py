@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import progress  # tools/progress.py (the standard library only, like this file)
+
 REPO = Path(__file__).resolve().parent.parent
 VERSIONS = json.loads((REPO / "tools" / "versions.json").read_text())
 BUILD_RECIPE = 2
@@ -140,42 +142,54 @@ def go_tool(name: str, *, build: bool = True) -> Path:
     t = VERSIONS["go"][name]
     target = _target_dir(name) / name
     stamp = _target_dir(name) / f".{name}.version"
-    if target.exists() and stamp.exists() and stamp.read_text().strip() == _stamp(name):
+
+    def built() -> bool:
+        return target.exists() and stamp.exists() and stamp.read_text().strip() == _stamp(name)
+
+    if built():
         return target
     if not build:
         raise ToolError(f"{name} ({_spec(name)}) is not built yet: run `python3 tools/bootstrap.py`.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # GOWORK=off: a module zip may carry its go.work (Prometheus' does), which `go build` would follow.
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GOWORK="off")
-    tags = ["-tags", t["tags"]] if t.get("tags") else []
-    if "dir" in t:
-        src = REPO / t["dir"]
-        _log(f"building {name} from {t['dir']} (its go.mod; minutes cold, cached afterwards)")
-        env["GOFLAGS"] = "-mod=readonly"  # the committed go.sum, never rewritten
-        ldflags = "-s -w"
-    else:
-        src = target.parent.parent / "src" / f"{name}-{t['version']}" if t.get("cache") else tools_dir() / "src" / name
-        _log(f"building {name} {t['version']} from {t['module']} (a few minutes cold, cached afterwards)")
-        if src.exists():
+    # .ci/run's prebuild and the e2e may want the same tool at once: one builds, the other waits.
+    with progress.exclusive(target, f"{name} ({_spec(name)})"):
+        if built():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # GOWORK=off: a module zip may carry its go.work (Prometheus' does), which `go build` would follow.
+        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GOWORK="off")
+        tags = ["-tags", t["tags"]] if t.get("tags") else []
+        if "dir" in t:
+            src = REPO / t["dir"]
+            _log(f"building {name} from {t['dir']} (its go.mod; minutes cold, cached afterwards)")
+            env["GOFLAGS"] = "-mod=readonly"  # the committed go.sum, never rewritten
+            ldflags = "-s -w"
+        else:
+            src = (
+                target.parent.parent / "src" / f"{name}-{t['version']}"
+                if t.get("cache")
+                else tools_dir() / "src" / name
+            )
+            _log(f"building {name} {t['version']} from {t['module']} (a few minutes cold, cached afterwards)")
+            if src.exists():
+                shutil.rmtree(src)
+            shutil.copytree(_module_dir(t["module"], t["version"]), src)
+            for p in [src, *src.rglob("*")]:
+                p.chmod(p.stat().st_mode | 0o200)
+            ldflags = _ldflags(name, t["version"], src)
+        started = time.monotonic()
+        proc = subprocess.run(
+            [_go(), "build", "-trimpath", *tags, "-ldflags", ldflags, "-o", str(target), t["package"]],
+            cwd=src,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise ToolError(f"building {name} failed:\n{proc.stderr[-3000:]}")
+        if "dir" not in t:
             shutil.rmtree(src)
-        shutil.copytree(_module_dir(t["module"], t["version"]), src)
-        for p in [src, *src.rglob("*")]:
-            p.chmod(p.stat().st_mode | 0o200)
-        ldflags = _ldflags(name, t["version"], src)
-    started = time.monotonic()
-    proc = subprocess.run(
-        [_go(), "build", "-trimpath", *tags, "-ldflags", ldflags, "-o", str(target), t["package"]],
-        cwd=src,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise ToolError(f"building {name} failed:\n{proc.stderr[-3000:]}")
-    if "dir" not in t:
-        shutil.rmtree(src)
-    _log(f"built {name} in {time.monotonic() - started:.0f} s")
-    stamp.write_text(_stamp(name) + "\n")
+        _log(f"built {name} in {time.monotonic() - started:.0f} s")
+        stamp.write_text(_stamp(name) + "\n")
     return target
 
 
@@ -286,6 +300,14 @@ def pinned_crds(*, fetch: bool = True) -> Path:
     return dest
 
 
+# Held across each check-and-install: .ci/run's prebuild and the nox sessions beside it both
+# install packages, and two apt-get at once fail on dpkg's lock. DPkg::Lock::Timeout covers an
+# apt-get of someone else.
+APT_LOCK = REPO / "build" / "apt-get"
+APT_GET = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
+
+
+@progress.exclusively(APT_LOCK, "apt-get")
 def debian_packages(packages: list[str], *, purpose: str) -> None:
     """Make sure Debian packages are installed; install them as root on Debian."""
     missing = [p for p in packages if not _dpkg_installed(p)]
@@ -300,9 +322,9 @@ def debian_packages(packages: list[str], *, purpose: str) -> None:
         raise ToolError(f"{purpose} needs Debian packages that are missing; run as root: {hint}")
     _log(f"installing Debian packages for {purpose}: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+    subprocess.run([*APT_GET, "update", "-qq"], env=env, check=True)
     proc = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        [*APT_GET, "install", "-y", "-qq", "--no-install-recommends", *missing],
         env=env,
         capture_output=True,
         text=True,

@@ -8,6 +8,8 @@ never sits silent for minutes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import os
 import subprocess
 import sys
@@ -42,6 +44,38 @@ def step(name: str) -> Iterator[None]:
         say(f"{name}: FAILED after {time.monotonic() - start:.0f}s")
         raise
     say(f"{name}: done in {time.monotonic() - start:.0f}s")
+
+
+@contextlib.contextmanager
+def exclusive(target: Path, what: str) -> Iterator[None]:
+    """Hold `<target>.lock` while making `target`: `.ci/run`'s prebuild and the e2e (or two
+    threads) build the same cached things, so the second waits for the first and then finds the
+    result instead of building it again. Check for the result inside the block."""
+    lock = target.with_name(target.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:  # flock is per open file: threads of one process exclude each other too
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"{what}: another process or thread is making it ({lock}); waiting")
+            start = time.monotonic()
+            fcntl.flock(f, fcntl.LOCK_EX)
+            say(f"{what}: its lock came free after {time.monotonic() - start:.0f}s")
+        yield
+
+
+def exclusively(target: Path, what: str) -> Callable:
+    """Decorator: the function runs under exclusive(target, what)."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            with exclusive(target, what):
+                return fn(*args, **kwargs)
+
+        return locked
+
+    return decorate
 
 
 class CommandError(RuntimeError):

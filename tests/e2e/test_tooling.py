@@ -1,5 +1,5 @@
 """The e2e tooling itself, without a cluster: provider choice, image tags, the CPU model list, the
-pause archive, the local cluster's address settings, the tiny models, the engine flag checks.
+build locks, the pause archive, the local cluster's address settings, the tiny models, the engine flag checks.
 Fast; they use no fixture that starts anything."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
+import progress
 import pytest
 from localcluster import containerd
 from stack import images, models, providers
@@ -97,6 +99,39 @@ def test_the_stack_catalog_is_the_repository_models_yaml_on_cpu():
     assert models.enabled(without_vllm) == [m for m in without_vllm["models"] if "gguf" in m]
     added = models.catalog([{"modelName": "x", "huggingfaceId": "a/b"}])["models"][-1]
     assert added["modelName"] == "x" and added["gpuRequestCount"] == 0
+
+
+def test_a_second_builder_waits_for_the_first_and_finds_its_result(tmp_path):
+    # .ci/run's prebuild and the e2e are two processes building the same things.
+    target = tmp_path / "program"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, progress, pathlib; t = pathlib.Path(sys.argv[1])\n"
+            "with progress.exclusive(t, 'program'):\n"
+            "    print('building', flush=True); sys.stdin.readline(); t.write_text('built')",
+            str(target),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(TOOLS)),
+    )
+    assert first.stdout.readline() == "building\n"
+    seen = []
+
+    def second():
+        with progress.exclusive(target, "program"):
+            seen.append(target.read_text() if target.exists() else None)
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    waiter.join(1.0)
+    assert waiter.is_alive() and seen == [], "the second builder did not wait for the first"
+    first.communicate("done\n", timeout=30)
+    waiter.join(30)
+    assert seen == ["built"]
 
 
 def test_pause_archive_is_a_loadable_docker_archive(tmp_path):

@@ -3,6 +3,7 @@ and a log under STATE/logs, and outlives the run that started it until `down`.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import ssl
@@ -69,6 +70,22 @@ def start(name: str, argv: list[str], env: dict | None = None) -> None:
         )
     pidfile(name).write_text(str(proc.pid))
     say(f"  started {name} (pid {proc.pid}, log {LOGS / (name + '.log')})")
+
+
+def renice(name: str, binary: str, nice: int) -> None:
+    """Run our daemon `name` at priority `nice` (dockerd takes that of the run using it: niced
+    under .ci/run's prebuild, normal in the e2e). It runs in a session of its own, and where the
+    kernel groups the scheduling by session (autogroup, sched(7)) a process's nice only counts
+    inside its group, so the group's nice is set too."""
+    pid = alive(name, binary)
+    if not pid:
+        return
+    for set_nice in (
+        lambda: Path(f"/proc/{pid}/autogroup").write_text(str(nice)),
+        lambda: os.setpriority(os.PRIO_PROCESS, pid, nice),
+    ):
+        with contextlib.suppress(OSError):
+            set_nice()
 
 
 def _zombie(pid: int) -> bool:

@@ -66,6 +66,7 @@ def source() -> Path:
     return SRC
 
 
+@progress.exclusively(BIN, f"KEDA {VERSION}")
 def build() -> dict[str, Path]:
     """The operator and the adapter, built once per pin; name in the image -> path."""
     stamp = BIN / ".version"

@@ -5,7 +5,7 @@ For machines that reach package registries but no container registry (so no kind
   modules replaced by their published `k8s.io/X v0.N.M`), cached under $LLM_CHARTS_CACHE;
 - etcd and containerd (with its CRI plugin) from Debian trixie packages, unpacked, not installed;
 - CNI bridge + host-local + portmap (Debian containernetworking-plugins), kube-proxy (iptables);
-- CoreDNS (Go module proxy) as a host process behind the usual kube-dns Service;
+- CoreDNS (Go module proxy, only the plugins its Corefile uses) as a host process behind the usual kube-dns Service;
 - kube-router (Go module proxy), its firewall only, as the host process that enforces NetworkPolicies;
 - the in-tree hostPath provisioner behind a default StorageClass;
 - a pause image compiled from the Kubernetes tree, imported without docker.

@@ -9,17 +9,21 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import debpkgs
 import progress
 from progress import step
 
+import bootstrap
+
 from . import containerd
 from .settings import (
     CACHE,
     CNI_BIN,
     COREDNS,
+    COREDNS_SRC,
     COREDNS_VERSION,
     K8S_BIN,
     K8S_BINARIES,
@@ -59,6 +63,7 @@ class ClusterError(RuntimeError):
     pass
 
 
+@progress.exclusively(bootstrap.APT_LOCK, "apt-get")
 def preflight() -> None:
     """Root on Linux with apt and Go; install the Debian packages that are missing."""
     if platform.system() != "Linux":
@@ -87,14 +92,36 @@ def preflight() -> None:
             raise ClusterError(f"missing Debian packages {missing} and no apt-get to install them")
         with step(f"apt-get install {' '.join(missing)}"):
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            progress.run(["apt-get", "update", "-q"], log=LOGS / "apt.log", env=env)
+            progress.run([*bootstrap.APT_GET, "update", "-q"], log=LOGS / "apt.log", env=env)
             progress.run(
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], log=LOGS / "apt.log", env=env
+                [*bootstrap.APT_GET, "install", "-y", "-q", "--no-install-recommends", *missing],
+                log=LOGS / "apt.log",
+                env=env,
             )
 
 
 def _go_env() -> dict:
     return dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+
+
+def _module_copy(module: str, dest: Path, env: dict, prepare: Callable[[Path], None] | None = None) -> Path:
+    """A writable copy of `module` (path@version) from the Go module proxy at `dest`, made once;
+    `prepare` edits the copy before it takes its place."""
+    if (dest / "go.mod").exists():
+        return dest
+    out = subprocess.run(["go", "mod", "download", "-json", module], capture_output=True, text=True, cwd="/", env=env)
+    info = json.loads(out.stdout or "{}")
+    if out.returncode != 0 or "Dir" not in info:
+        raise ClusterError(f"`go mod download {module}` failed: {info.get('Error') or out.stderr}")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(info["Dir"], tmp, symlinks=True)
+    subprocess.run(["chmod", "-R", "u+w", str(tmp)], check=True)
+    if prepare:
+        prepare(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
 
 
 # The test cluster's changes to the Kubernetes sources, (file, upstream text, replacement): the
@@ -136,41 +163,32 @@ def _patch_kubernetes_sources() -> None:
         path.write_text(text.replace(old, new))
 
 
+def _published_staging(src: Path, log: Path) -> None:
+    """The module zip has no staging/ sources (vendor/ links into them): use the published
+    k8s.io/X v0.N.M modules instead."""
+    for name in ("vendor", "go.work", "go.work.sum"):
+        p = src / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    staging = "v0." + K8S_VERSION.split(".", 1)[1]
+    gomod = src / "go.mod"
+    lines = []
+    for line in gomod.read_text().splitlines():
+        if "=> ./staging/src/" in line:
+            mod = line.split("=>")[0].strip()
+            line = f"\t{mod} => {mod} {staging}"
+        lines.append(line)
+    gomod.write_text("\n".join(lines) + "\n")
+    progress.run(["go", "mod", "download"], log=log, cwd=src, env=_go_env(), name="go mod download")
+
+
+@progress.exclusively(K8S_BIN / "kubernetes", f"Kubernetes {K8S_VERSION}")
 def ensure_kubernetes() -> None:
     stamp = K8S_BIN / ".recipe"
     if all((K8S_BIN / b).exists() for b in K8S_BINARIES) and stamp.exists() and stamp.read_text() == K8S_RECIPE:
         return
     with step(f"build Kubernetes {K8S_VERSION} server binaries from the Go module proxy (cold: 15-30 min on 2 cores)"):
         log = LOGS / "build-kubernetes.log"
-        if not (K8S_SRC / "go.mod").exists():
-            out = subprocess.run(
-                ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"],
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd="/",
-            )
-            src = Path(json.loads(out.stdout)["Dir"])
-            tmp = K8S_SRC.with_name(K8S_SRC.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp, symlinks=True)
-            subprocess.run(["chmod", "-R", "u+w", str(tmp)], check=True)
-            # The module zip has no staging/ sources (vendor/ links into them): use the published
-            # k8s.io/X v0.N.M modules instead.
-            for name in ("vendor", "go.work", "go.work.sum"):
-                p = tmp / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            staging = "v0." + K8S_VERSION.split(".", 1)[1]
-            gomod = tmp / "go.mod"
-            lines = []
-            for line in gomod.read_text().splitlines():
-                if "=> ./staging/src/" in line:
-                    mod = line.split("=>")[0].strip()
-                    line = f"\t{mod} => {mod} {staging}"
-                lines.append(line)
-            gomod.write_text("\n".join(lines) + "\n")
-            progress.run(["go", "mod", "download"], log=log, cwd=tmp, env=_go_env(), name="go mod download")
-            tmp.rename(K8S_SRC)
+        _module_copy(f"k8s.io/kubernetes@{K8S_VERSION}", K8S_SRC, _go_env(), lambda tmp: _published_staging(tmp, log))
         _patch_kubernetes_sources()
         minor = K8S_VERSION.split(".")[1]
         ldflags = " ".join(
@@ -205,6 +223,7 @@ def ensure_kubernetes() -> None:
         stamp.write_text(K8S_RECIPE)
 
 
+@progress.exclusively(TRIXIE_BIN / "trixie", "etcd and containerd from Debian trixie")
 def ensure_trixie_binaries() -> None:
     """etcd 3.5 and containerd 1.7 from Debian trixie (bookworm's are too old for 1.3x)."""
     needed = ("etcd", "containerd", "containerd-shim-runc-v2", "ctr")
@@ -214,22 +233,36 @@ def ensure_trixie_binaries() -> None:
         debpkgs.unpack("trixie", ["etcd-server", "containerd"], TRIXIE, log=LOGS / "apt-trixie.log")
 
 
+# The plugins the Corefile uses (config.py), and a few for looking into it by hand. The release
+# binary compiles all ~60 (cloud DNS SDKs among them): measured below in docs/e2e.md.
+COREDNS_PLUGINS = ("bind", "cache", "errors", "forward", "health", "kubernetes", "ready", "log", "loop", "reload")
+
+
+@progress.exclusively(COREDNS, f"CoreDNS {COREDNS_VERSION}")
 def ensure_coredns() -> None:
+    """CoreDNS with COREDNS_PLUGINS only: the module copied, its generated plugin list cut, `go build`."""
     if COREDNS.exists():
         return
-    with step(f"build CoreDNS {COREDNS_VERSION} from the Go module proxy (cold: 10-30 min on 2 cores)"):
-        gobin = CACHE / "gobin"
-        progress.run(
-            ["nice", "-n", "10", "go", "install", "-ldflags", "-s -w", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
-            log=LOGS / "build-coredns.log",
-            env=dict(_go_env(), GOBIN=str(gobin)),
-            cwd="/",
-            name="go install coredns",
-        )
+    with step(f"build CoreDNS {COREDNS_VERSION} from the Go module proxy (cold: 3-5 min on 2 cores)"):
+        src = _module_copy(f"github.com/coredns/coredns@{COREDNS_VERSION}", COREDNS_SRC, _go_env())
+        zplugin = src / "core" / "plugin" / "zplugin.go"
+        prefix = '_ "github.com/coredns/coredns/plugin/'
+        lines = zplugin.read_text().splitlines()
+        kept = [ln for ln in lines if prefix not in ln or ln.strip()[len(prefix) :].rstrip('"') in COREDNS_PLUGINS]
+        if sum(prefix in ln for ln in kept) != len(COREDNS_PLUGINS):
+            raise ClusterError(f"{zplugin} does not import every plugin of COREDNS_PLUGINS (CoreDNS {COREDNS_VERSION})")
+        zplugin.write_text("\n".join(kept) + "\n")
         COREDNS.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(gobin / "coredns"), COREDNS)
+        progress.run(
+            ["nice", "-n", "10", "go", "build", "-ldflags", "-s -w", "-o", str(COREDNS), "."],
+            log=LOGS / "build-coredns.log",
+            cwd=src,
+            env=_go_env(),
+            name="go build coredns",
+        )
 
 
+@progress.exclusively(KUBE_ROUTER, f"kube-router {KUBE_ROUTER_VERSION}")
 def ensure_kube_router() -> None:
     """kube-router, built like Kubernetes: the module from the proxy, copied, `go build`."""
     if KUBE_ROUTER.exists():
@@ -240,18 +273,7 @@ def ensure_kube_router() -> None:
         # The checksum database answers 404 for this module version here; the module's own go.sum
         # still pins every dependency.
         env = dict(_go_env(), GONOSUMDB="github.com/cloudnativelabs/kube-router")
-        if not (KUBE_ROUTER_SRC / "go.mod").exists():
-            out = subprocess.run(
-                ["go", "mod", "download", "-json", module], capture_output=True, text=True, cwd="/", env=env
-            )
-            info = json.loads(out.stdout or "{}")
-            if out.returncode != 0 or "Dir" not in info:
-                raise ClusterError(f"`go mod download {module}` failed: {info.get('Error') or out.stderr}")
-            tmp = KUBE_ROUTER_SRC.with_name(KUBE_ROUTER_SRC.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(info["Dir"], tmp, symlinks=True)
-            subprocess.run(["chmod", "-R", "u+w", str(tmp)], check=True)
-            tmp.rename(KUBE_ROUTER_SRC)
+        _module_copy(module, KUBE_ROUTER_SRC, env)
         KUBE_ROUTER.parent.mkdir(parents=True, exist_ok=True)
         progress.run(
             ["nice", "-n", "10", "go", "build", "-ldflags", "-s -w", "-o", str(KUBE_ROUTER), "./cmd/kube-router"],
@@ -270,6 +292,7 @@ def ensure_runc_wrapper() -> None:
         RUNC_WRAPPER.chmod(0o755)
 
 
+@progress.exclusively(CACHE / "images" / "pause.tar", "the pause image")
 def pause_archive() -> Path:
     """A docker-archive tarball of the pause image, compiled from the Kubernetes tree."""
     out = CACHE / "images" / "pause.tar"

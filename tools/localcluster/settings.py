@@ -88,6 +88,7 @@ K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "
 COREDNS = CACHE / "bin" / f"coredns-{COREDNS_VERSION}"
 RUNC_WRAPPER = CACHE / "bin" / "runc-wrapper"
 KUBE_ROUTER = CACHE / "bin" / f"kube-router-{KUBE_ROUTER_VERSION}"
+COREDNS_SRC = CACHE / "src" / f"coredns-{COREDNS_VERSION}"
 KUBE_ROUTER_SRC = CACHE / "src" / f"kube-router-{KUBE_ROUTER_VERSION}"
 CONTAINERD_SOCK = RUN / "containerd" / "containerd.sock"
 # What this state was made with; a start with other ranges must delete it first.

@@ -206,6 +206,28 @@ describe("gateway_body.scan across window boundaries", function()
         end
     end)
 
+    it("reads literals, strings and any spacing, in the window and across its edge", function()
+        -- skip_ws, skip_string and literal have loop-free common cases and looping slow ones.
+        for _, ws in ipairs({ "", " ", "  ", "\n\t  \r" }) do
+            local doc = table.concat({ "{", '"model"', ":", '"m"', ",", '"stream"', ":", "true", ",", '"a"', ":",
+                                       "[", "null", ",", "false", ",", '"x\\"y"', ",", "1.5e3", "]", "}" }, ws)
+            for shift = -6, 6 do
+                local text = '{"pad":"' .. string.rep("a", W - 12 + shift) .. '",' .. doc:sub(2)
+                local mem, file = scan_both(text)
+                for where, r in pairs({ memory = mem, file = file }) do
+                    local what = where .. ", shift " .. shift .. ", spacing " .. #ws
+                    assert.equal("m", r.fields and r.fields.model, what)
+                    assert.is_true(r.fields.stream, what)
+                end
+            end
+            for _, bad in ipairs({ "tru", "nul", "fals", "trUe", "nulll" }) do
+                local mem, file = scan_both((doc:gsub("true", bad, 1)))
+                assert.equal(400, mem.err and mem.err.status, bad .. ", spacing " .. #ws)
+                assert.equal(400, file.err and file.err.status, bad .. ", spacing " .. #ws)
+            end
+        end
+    end)
+
     it("agrees with cjson on many generated bodies", function()
         local cjson = require "cjson"
         math.randomseed(7)

@@ -24,6 +24,7 @@ local decode = cjson.decode
 
 for _, decl in ipairs({
     "void *memchr(const void *s, int c, size_t n);",
+    "int memcmp(const void *s1, const void *s2, size_t n);",
     "int open(const char *pathname, int flags, ...);",
     "int close(int fd);",
     "long pread(int fd, void *buf, size_t count, long offset);",
@@ -107,20 +108,39 @@ local function text(src, i, j)
     return ffi_string(tmp, len)
 end
 
-local function skip_ws(src, i)
+-- The common cases have no loop: a loop that a trace enters but that rarely
+-- iterates makes LuaJIT abort the trace ("inner loop in root trace") and, after
+-- a few tries, leave the caller interpreted. Runs of whitespace (pretty-printed
+-- bodies) and strings with escapes go to the looping versions.
+local function is_ws(c)
+    return c == 32 or c == 10 or c == 13 or c == 9
+end
+
+local function skip_ws_run(src, i)
     local c = at(src, i)
-    while c == 32 or c == 10 or c == 13 or c == 9 do
+    while is_ws(c) do
         i = i + 1
         c = at(src, i)
     end
     return i, c
 end
 
+local function skip_ws(src, i)
+    local c = at(src, i)
+    if not is_ws(c) then
+        return i, c
+    end
+    c = at(src, i + 1) -- one space: what json.dumps writes after ',' and ':'
+    if not is_ws(c) then
+        return i + 1, c
+    end
+    return skip_ws_run(src, i + 2)
+end
+
 -- Index after the string that starts at i (a quote): the next quote that no
 -- backslash escapes, found with memchr. Escapes are not checked here. The
 -- quote's position is kept between backslashes, so the search stays linear.
-local function skip_string(src, i)
-    i = i + 1
+local function skip_string_escaped(src, i)
     local quote, quote_base = -1, -1 -- the next quote (-1: none) from a search in the window at quote_base
     while true do
         if at(src, i) == nil then
@@ -142,6 +162,24 @@ local function skip_string(src, i)
             i = base + n
         end
     end
+end
+
+local function skip_string(src, i)
+    i = i + 1
+    if at(src, i) == nil then
+        return nil
+    end
+    -- Common case: the closing quote is in the window and no backslash is before it.
+    local p, base, n = src.p, src.base, src.n
+    local off = i - base
+    local q = C.memchr(p + off, B_QUOTE, n - off)
+    if q ~= nil then
+        local len = tonumber(cast(u8p, q) - (p + off))
+        if C.memchr(p + off, B_BACKSLASH, len) == nil then
+            return i + len + 1
+        end
+    end
+    return skip_string_escaped(src, i)
 end
 
 local HEX = {}
@@ -235,7 +273,11 @@ local function scan_number(src, i)
 end
 
 local function literal(src, i, word)
-    for k = 1, #word do
+    local n, off = #word, i - src.base
+    if off >= 0 and off + n <= src.n and C.memcmp(src.p + off, word, n) == 0 then
+        return i + n -- in the window: no loop (see skip_ws)
+    end
+    for k = 1, n do
         if at(src, i + k - 1) ~= word:byte(k) then
             return invalid("unexpected character at byte " .. i + 1)
         end

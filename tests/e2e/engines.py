@@ -146,6 +146,25 @@ def scaled_vllm(server: Server, port: int) -> Server:
     )
 
 
+def start_key(server: Server) -> tuple:
+    """Everything a start of `server` depends on: two servers with the same start the same
+    process (another deployment name, another values file). The port is free per start, and
+    llama-server's --model is the stand-in GGUF whatever was rendered."""
+    args = replace_value(replace_value(server.args, "--port", "*"), "--host", "*")
+    if server.engine == "llama-server":
+        args = replace_value(args, "--model", "*")
+    files = tuple(sorted((mount, tuple(sorted(f.items()))) for mount, f in server.files.items()))
+    return (
+        server.engine,
+        server.image,
+        tuple(server.command),
+        tuple(args),
+        tuple(sorted(server.env.items())),
+        files,
+        server.model,
+    )
+
+
 def adapter_stand_ins(engine: str, args: list[str]) -> dict[str, dict[str, bytes]]:
     """Tiny LoRA adapters (tools/tinymodels.py, shaped for the stand-in models) where a rendered
     command line loads them: mount path -> {relative name: bytes}. vLLM's --lora-modules items

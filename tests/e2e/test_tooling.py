@@ -269,3 +269,30 @@ def test_tei_refuses_a_vllm_flag():
     assert engines.TEI.problems(["--model-id", "BAAI/bge-small-en-v1.5", "--port", "8000"]) == []
     problems = engines.TEI.problems(["--model-id", "x", "--enable-prefix-caching"])
     assert problems and "--enable-prefix-caching: not an option" in problems[0]
+
+
+def test_a_command_line_rendered_twice_is_started_once_and_no_other():
+    def server(deployment="vllm-a", args=("--model", "org/m", "--port", "8000"), **kw):
+        fields = dict(engine="vllm", image="vllm/vllm-openai:v0", command=["vllm", "serve"], env={}, model="a")
+        fields.update(kw)
+        return engines.Server("vllm-models/x.yaml", deployment, args=list(args), **fields)
+
+    key = engines.start_key(server())
+    # Another values file or deployment name, the port (free per start): the same start.
+    assert engines.start_key(server(deployment="vllm-b")) == key
+    assert engines.start_key(server(args=("--model", "org/m", "--port", "9000"))) == key
+    # Anything the process sees is another start.
+    for other in (
+        server(args=("--model", "org/other", "--port", "8000")),
+        server(args=("--model", "org/m", "--port", "8000", "--enforce-eager")),
+        server(env={"HF_HOME": "/data"}),
+        server(model="b"),
+        server(files={"/templates": {"chat.jinja": b"{{ x }}"}}),
+        server(image="vllm/vllm-openai:v1"),
+    ):
+        assert engines.start_key(other) != key, other
+    # llama-server's model file is the stand-in GGUF, whatever was rendered.
+    gguf = dict(engine="llama-server", image="ramalama", command=["llama-server"])
+    assert engines.start_key(server(args=("--model", "/m/a.gguf"), **gguf)) == engines.start_key(
+        server(args=("--model", "/m/b.gguf"), **gguf)
+    )

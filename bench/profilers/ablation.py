@@ -8,7 +8,7 @@ rendered nginx.conf, each with one change, side by side in rounds (plain nginx i
 - as-rendered: the chart's config;
 - no-log-lua: without log_by_lua (in-flight release, usage accounting, the Prometheus counters);
 - no-body-filter: without body_filter_by_lua (time-to-first-byte, runs on every body chunk);
-- buffered-log: access_log with buffer=64k flush=1s instead of one write() per request;
+- unbuffered-log: access_log with one write() per request (accessLog.bufferBytes 0) instead of batches;
 - no-access-log: access_log off;
 - static-route: no access_by_lua and no balancer_by_lua (the one backend as the upstream server);
 - keepalive-256: upstream keepalive 256 instead of the chart's default;
@@ -42,7 +42,7 @@ VARIANTS = [
     "as-rendered",
     "no-log-lua",
     "no-body-filter",
-    "buffered-log",
+    "unbuffered-log",
     "no-access-log",
     "static-route",
     "keepalive-256",
@@ -63,7 +63,7 @@ def variant_conf(conf: str, variant: str, upstream: str) -> str:
     steps = {
         "no-log-lua": ["log"],
         "no-body-filter": ["body"],
-        "buffered-log": ["buffer"],
+        "unbuffered-log": ["unbuffer"],
         "no-access-log": ["nolog"],
         "static-route": ["static"],
         "keepalive-256": ["keepalive"],
@@ -76,10 +76,10 @@ def variant_conf(conf: str, variant: str, upstream: str) -> str:
             conf = _sub(r"\n[ \t]*log_by_lua_block \{[^{}]*\}", "", conf, "log_by_lua")
         elif step == "body":
             conf = _sub(r"\n[ \t]*body_filter_by_lua_block \{[^{}]*\}", "", conf, "body_filter_by_lua")
-        elif step == "buffer":
-            conf = _sub(r"(\n[ \t]*access_log /dev/stdout gateway)\s*;", r"\1 buffer=64k flush=1s;", conf, "buffer")
+        elif step == "unbuffer":
+            conf = _sub(r"(\n[ \t]*access_log /dev/stdout gateway) buffer=[^;]*;", r"\1;", conf, "unbuffered")
         elif step == "nolog":
-            conf = _sub(r"(\n[ \t]*access_log) /dev/stdout gateway\s*;", r"\1 off;", conf, "access_log off")
+            conf = _sub(r"(\n[ \t]*access_log) /dev/stdout gateway[^;]*;", r"\1 off;", conf, "access_log off")
         elif step == "keepalive":
             conf = _sub(r"(\n[ \t]*keepalive) \d+;", r"\1 256;", conf, "upstream keepalive")
         elif step == "buffer2m":

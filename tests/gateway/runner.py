@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,18 @@ class Gateway:
 
     def raw_access_log(self) -> str:
         return self.stdout.read_text(errors="replace")
+
+    def logged(self, request_id: str, timeout: float = 3.0) -> dict:
+        """The access log line of request `request_id` (its X-Request-Id), once written: nginx
+        writes lines in batches (accessLog.bufferBytes), each within accessLog.flushSeconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entry = next((e for e in self.access_log() if e.get("request_id") == request_id), None)
+            if entry or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert entry, f"no access log line for request {request_id} within {timeout} s{self.context()}"
+        return entry
 
     def context(self) -> str:
         """What to print when an assertion about this gateway fails."""

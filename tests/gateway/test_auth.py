@@ -134,10 +134,10 @@ class TestRateLimit:
 
 def test_keys_never_reach_the_logs_but_names_do(gw):
     # Runs last in this module: the logs hold every request above by then.
-    post(gw, "/v1/chat/completions", {"model": "alpha"}, headers=bearer("team-a"))
-    post(
-        gw, "/v1/chat/completions", {"model": "alpha"}, headers={"Authorization": "Bearer " + KEYS["team-b"][:-1] + "x"}
-    )
+    post(gw, "/v1/chat/completions", {"model": "alpha"}, headers={**bearer("team-a"), "X-Request-Id": "keys-a"})
+    near_b = {"Authorization": "Bearer " + KEYS["team-b"][:-1] + "x", "X-Request-Id": "keys-b"}
+    post(gw, "/v1/chat/completions", {"model": "alpha"}, headers=near_b)
+    assert gw.logged("keys-a")["api_key"] == "team-a" and gw.logged("keys-b")  # written, not still buffered
     logs = gw.raw_access_log() + gw.stderr.read_text(errors="replace")
     for name, key in KEYS.items():
         assert key not in logs, f"API key of {name} found in the logs"

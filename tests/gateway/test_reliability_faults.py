@@ -73,13 +73,6 @@ def requests_to(backend, path="/v1/chat/completions") -> int:
 # --- backend refuses / hangs / dies -----------------------------------------------------------
 
 
-def access_log_entry(gw, request_id: str) -> dict:
-    """The access log line of one request (nginx writes it just after the answer)."""
-    entry, _ = wait_until(lambda: next((e for e in gw.access_log() if e.get("request_id") == request_id), None), 2)
-    assert entry, f"no access log line for request {request_id}{gw.context()}"
-    return entry
-
-
 class TestBackendDownFromTheStart:
     """gamma refuses connections from the start (a Deployment scaled to zero): its health state is
     `unreachable`, so the gateway answers 503 + Retry-After itself, without trying to connect."""
@@ -92,7 +85,7 @@ class TestBackendDownFromTheStart:
         assert time.monotonic() - t0 < 1, "a model known to be down must be answered at once"
         assert resp.headers.get("Retry-After", "").isdigit(), describe(resp, gateway)
         assert resp.headers.get("X-Gateway-Model") == "gamma", describe(resp, gateway)
-        entry = access_log_entry(gateway, request_id)
+        entry = gateway.logged(request_id)
         assert (entry["status"], entry["model"], entry["upstream"]) == (503, "gamma", ""), entry
 
     def test_stream_request_is_503_json_not_an_event_stream(self, gateway):

@@ -458,21 +458,27 @@ class TestKeys:
 
     def test_keys_in_wrong_places_and_near_misses_never_reach_the_logs(self, auth_gw):
         near = KEY[:-1] + "Z"
-        post(auth_gw, "/v1/chat/completions", {"model": "alpha", "api_key": KEY}, headers={"x-api-key": near})
+        post(
+            auth_gw,
+            "/v1/chat/completions",
+            {"model": "alpha", "api_key": KEY},
+            headers={"x-api-key": near, "X-Request-Id": "wrong-places-1"},
+        )
         post(
             auth_gw,
             "/v1/chat/completions",
             {"model": "alpha"},
-            headers={"Authorization": f"Bearer {near}", "Cookie": f"k={KEY}"},
+            headers={"Authorization": f"Bearer {near}", "Cookie": f"k={KEY}", "X-Request-Id": "wrong-places-2"},
         )
         # An upstream reset: nginx writes an error log line with the request in it.
         post(
             auth_gw,
             "/v1/chat/completions",
             {"model": "alpha", "mock": {"close": True}},
-            headers={"Authorization": f"Bearer {KEY}"},
+            headers={"Authorization": f"Bearer {KEY}", "X-Request-Id": "wrong-places-3"},
         )
-        time.sleep(0.3)
+        for request_id in ("wrong-places-1", "wrong-places-2", "wrong-places-3"):
+            auth_gw.logged(request_id)  # written (the access log is buffered), so searched below
         logs = auth_gw.raw_access_log() + auth_gw.stderr.read_text(errors="replace")
         for secret in (KEY, near, KEY[3:-3]):
             assert secret not in logs, f"a key (or near miss) is in the logs: {secret[:6]}..."
@@ -482,9 +488,10 @@ class TestKeys:
         # nginx writes the request line, query included, into error log lines (e.g. an upstream
         # that resets), and $is_args$args would forward it upstream.
         before = backends["alpha"].stats()["requests"].get("/v1/chat/completions", 0)
-        for body in ({"model": "alpha", "mock": {"close": True}}, {"model": "alpha"}):
-            post(auth_gw, f"/v1/chat/completions?{param}={KEY}", body, headers={"Authorization": f"Bearer {KEY}"})
-        time.sleep(0.3)
+        for i, body in enumerate(({"model": "alpha", "mock": {"close": True}}, {"model": "alpha"})):
+            headers = {"Authorization": f"Bearer {KEY}", "X-Request-Id": f"query-{param}-{i}"}
+            post(auth_gw, f"/v1/chat/completions?{param}={KEY}", body, headers=headers)
+            auth_gw.logged(f"query-{param}-{i}")  # written (the access log is buffered), so searched below
         logs = auth_gw.raw_access_log() + auth_gw.stderr.read_text(errors="replace")
         assert KEY not in logs, "the key from the query string is in the logs"
         assert KEY not in json.dumps(backends["alpha"].stats()["last_request_headers"])

@@ -113,7 +113,7 @@ def test_nginx_conf_has_no_user_and_writes_only_to_the_temp_dir():
     assert not [d for d in directives if d.startswith("user ")]
     assert "pid /scratch/nginx.pid;" in directives
     assert "error_log /dev/stderr warn;" in directives
-    assert "access_log /dev/stdout gateway;" in directives
+    assert "access_log /dev/stdout gateway buffer=4096 flush=1s;" in directives
     for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert f"{temp}_temp_path /scratch/{temp};" in directives
 
@@ -122,6 +122,10 @@ def test_access_log_and_temp_medium_switches():
     manifests = render(merged(CATALOG, {"accessLog": {"enabled": False}, "tempDirMedium": "Memory"}))
     conf = config_map(manifests)["nginx.conf"]
     assert "access_log off;" in conf and "access_log /dev/stdout" not in conf
+    unbuffered = config_map(render(merged(CATALOG, {"accessLog": {"bufferBytes": 0}})))["nginx.conf"]
+    assert "access_log /dev/stdout gateway;" in unbuffered
+    slow = config_map(render(merged(CATALOG, {"accessLog": {"flushSeconds": 5}})))["nginx.conf"]
+    assert "access_log /dev/stdout gateway buffer=4096 flush=5s;" in slow
     pod = deployment(manifests)["spec"]["template"]["spec"]
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert tmp["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}

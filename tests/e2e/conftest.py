@@ -55,6 +55,11 @@ def _keep(config) -> bool:
     return config.getoption("--keep-cluster") or os.environ.get("LLM_CHARTS_KEEP_CLUSTER") == "1"
 
 
+def _deletes_cluster(config, cluster: providers.Cluster) -> bool:
+    """The session ends by deleting the cluster (one this run created, or --delete-cluster)."""
+    return config.getoption("--delete-cluster") or (cluster.created and not _keep(config))
+
+
 @pytest.fixture(scope="session")
 def selected_cluster(request) -> providers.Cluster:
     return providers.select(
@@ -91,7 +96,7 @@ def cluster(request, selected_cluster, warm_up):
         warm_up["artifacts"].result()
     c = providers.up(selected_cluster)
     yield c
-    if request.config.getoption("--delete-cluster") or (c.created and not _keep(request.config)):
+    if _deletes_cluster(request.config, c):
         c.delete()
     else:
         progress.say(f"cluster left running: {c.describe()}")
@@ -111,7 +116,9 @@ def stack(cluster, warm_up, request):
         progress.say("install failed; the namespace:\n" + s.diagnostics())
         raise
     yield s
-    if not _keep(request.config):
+    # A cluster deleted next goes with everything in it (its pods' containers too): removing the
+    # namespace first would only wait for every pod's graceful stop (5 minutes, measured).
+    if not _keep(request.config) and not _deletes_cluster(request.config, cluster):
         with progress.step(f"remove the stack (namespace {NAMESPACE})"):
             s.uninstall_all()
             for ns in (NAMESPACE, *sorted(s.extra_namespaces)):

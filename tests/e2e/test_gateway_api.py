@@ -73,7 +73,9 @@ def exposed(cluster, images):
         stack.helm("uninstall", "llm-gateway-api", "-n", NAMESPACE, check=False)
         stack.uninstall_all()
         traefik.uninstall(cluster, NAMESPACE, ref, GATEWAY_CLASS)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=true", check=False, timeout=300)
+        # The pods stop gracefully while the next tests run (no controller of the namespace's
+        # objects is gone: nothing can block it); the next run's setup waits for a clean start.
+        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False, timeout=60)
 
 
 @pytest.fixture

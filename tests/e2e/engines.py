@@ -147,7 +147,7 @@ def scaled_vllm(server: Server, port: int) -> Server:
 
 
 def start_key(server: Server) -> tuple:
-    """Everything a start of `server` depends on: two servers with the same start the same
+    """Everything a start of `server` depends on: two servers with the same key start the same
     process (another deployment name, another values file). The port is free per start, and
     llama-server's --model is the stand-in GGUF whatever was rendered."""
     args = replace_value(replace_value(server.args, "--port", "*"), "--host", "*")

@@ -235,7 +235,7 @@ def _start_and_chat(server: engines.Server, vllm_image: str) -> str | None:
 @pytest.fixture(scope="module")
 def started(vllm_image) -> dict[str, str | None]:
     """Every runnable command line started once (PARALLEL at a time): id -> None or the failure.
-    A command line rendered the same way twice is started once (a vLLM start is ~45 s of both cores)."""
+    A command line rendered the same way twice is started once (a vLLM start takes 40-60 s)."""
     first: dict[tuple, engines.Server] = {}
     for s in RUNNABLE:
         first.setdefault(engines.start_key(s), s)

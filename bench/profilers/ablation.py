@@ -134,7 +134,7 @@ TIMED_LOG = """log_by_lua_block {
 TIMED_BODY = """body_filter_by_lua_block {
                 local router = require "gateway_router"
                 local n = tonumber(ngx.var.http_x_bench_loops) or 0
-                if n > 0 and ngx.var.gateway_ttfb == "" then
+                if n > 0 and not ngx.ctx.ttfb then
                     -- the loop feeds a scratch copy of the usage state: the real one sees the chunk once
                     local ctx, real = ngx.ctx, ngx.ctx.usage
                     local scratch = real and { stream = real.stream, chunks = {}, size = 0, events = real.events }
@@ -142,8 +142,7 @@ TIMED_BODY = """body_filter_by_lua_block {
                     local t0 = os.clock()
                     for _ = 1, n do router.body_filter() end
                     ngx.log(ngx.WARN, "bench-body-filter-us=", string.format("%.3f", (os.clock() - t0) / n * 1e6))
-                    ctx.usage = real
-                    ngx.var.gateway_ttfb = ""
+                    ctx.usage, ctx.ttfb = real, nil
                 end
                 router.body_filter()
             }"""

@@ -260,23 +260,36 @@ def test_unknown_model_is_404(gateway):
 
 def test_the_gateway_metrics_count_each_models_requests(stack, gateway):
     """Each gateway pod counts what it routed: summed over the pods (read through the API
-    server's pod proxy, which works on any provider), every model's chats are there."""
+    server's pod proxy, which works on any provider), every model's chats are there (each
+    nginx worker adds its counts every second: read until they are)."""
     for model in _models():
         assert chat(gateway, model["modelName"]).status_code == 200
-    texts = []
-    for pod in pods_of(stack, stack.gateway_service()):
-        port = next(p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "metrics")
-        path = f"/api/v1/namespaces/{stack.namespace}/pods/{pod['metadata']['name']}:{port}/proxy/metrics"
-        texts.append(stack.cluster.kubectl("get", "--raw", path).stdout)
-    text = "\n".join(texts)
-    for model in _models():
-        counted = metric(
-            "\n".join(
-                line for line in text.splitlines() if f'model="{model["modelName"]}"' in line and 'status="200"' in line
-            ),
-            "gateway_requests_total",
-        )
-        assert counted >= 1, f"{model['modelName']} not counted:\n{text[:3000]}"
+
+    def uncounted() -> tuple[list[str], str]:
+        texts = []
+        for pod in pods_of(stack, stack.gateway_service()):
+            port = next(p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "metrics")
+            path = f"/api/v1/namespaces/{stack.namespace}/pods/{pod['metadata']['name']}:{port}/proxy/metrics"
+            texts.append(stack.cluster.kubectl("get", "--raw", path).stdout)
+        text = "\n".join(texts)
+        lines = text.splitlines()
+        missing = [
+            m["modelName"]
+            for m in _models()
+            if metric(
+                "\n".join(line for line in lines if f'model="{m["modelName"]}"' in line and 'status="200"' in line),
+                "gateway_requests_total",
+            )
+            < 1
+        ]
+        return missing, text
+
+    deadline = time.monotonic() + 15
+    missing, text = uncounted()
+    while missing and time.monotonic() < deadline:
+        time.sleep(0.5)
+        missing, text = uncounted()
+    assert not missing, f"{missing} not counted:\n{text[:3000]}"
 
 
 @pytest.mark.parametrize("model", [m["modelName"] for m in _models()])

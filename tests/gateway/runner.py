@@ -12,6 +12,7 @@ import base64
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
 import yaml
 
 from harness.render import find, get, render_chart
@@ -30,6 +32,16 @@ from .backends import free_port, wait_http
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DEBIAN_VALUES = HERE / "debian-nginx-values.yaml"
+# Each worker adds its counters to /metrics this often (gateway_metrics.FLUSH_SECONDS); the
+# gauges below are computed when /metrics is read.
+METRICS_FLUSH_SECONDS = 1.0
+LIVE_GAUGES = {
+    "gateway_model_ready",
+    "gateway_model_replicas",
+    "gateway_requests_held",
+    "gateway_model_demand",
+    "gateway_upstream_in_flight",
+}
 MODELS = HERE / "models.yaml"
 # nginx, the Lua module (pulls the NDK module, lua-resty-core, lua-resty-lrucache, LuaJIT) and cjson.
 DEBIAN_PACKAGES = ["nginx", "libnginx-mod-http-lua", "lua-cjson"]
@@ -86,6 +98,22 @@ class Gateway:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metrics_text(self, settle: bool = True) -> str:
+        """The /metrics text; settle: once every worker has added what it counted before the call."""
+        if settle:
+            time.sleep(METRICS_FLUSH_SECONDS + 0.3)
+        return requests.get(self.metrics_url, timeout=5).text
+
+    def metric(self, name: str, **labels) -> float:
+        """The sum of the series of `name` whose labels include `labels`: a counter (histogram
+        part) as settled (metrics_text), a gauge of LIVE_GAUGES as it is now."""
+        total = 0.0
+        for line in self.metrics_text(settle=name not in LIVE_GAUGES).splitlines():
+            m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$", line)
+            if m and m.group(1) == name and all(f'{k}="{v}"' in (m.group(2) or "") for k, v in labels.items()):
+                total += float(m.group(3))
+        return total
 
     def error_log(self, tail: int = 40) -> str:
         lines = self.stderr.read_text(errors="replace").splitlines()

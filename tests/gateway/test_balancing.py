@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import socket
 import threading
 import time
@@ -163,16 +162,6 @@ def spread(gw, pods, bodies, concurrency: int = 1, headers=None) -> Counter:
         return Counter(pool.map(one, bodies))
 
 
-def metric(gw, name: str, **labels) -> float:
-    text = requests.get(gw.metrics_url, timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^([a-z_]+)\{([^}]*)\} (\S+)$", line)
-        if m and m.group(1) == name and all(f'{k}="{v}"' in m.group(2) for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
-
-
 # --- discovery --------------------------------------------------------------------------
 
 
@@ -299,7 +288,7 @@ def test_session_key_from_a_header_or_the_user_field_sticks_to_one_pod(gw, pods)
     # Many sessions: all pods used, within bounds.
     keys = spread(gw, pods, [chat("sess", user=f"user-{i}") for i in range(60)], concurrency=6)
     assert set(keys) == {0, 1, 2} and all(10 <= n <= 30 for n in keys.values()), keys
-    assert metric(gw, "gateway_balancer_decisions_total", model="sess", decision="affinity") >= 90
+    assert gw.metric("gateway_balancer_decisions_total", model="sess", decision="affinity") >= 90
 
 
 def test_prefix_sends_a_shared_system_prompt_and_every_turn_of_a_conversation_to_one_pod(gw, pods):
@@ -325,13 +314,13 @@ def test_prefix_sends_a_shared_system_prompt_and_every_turn_of_a_conversation_to
 
 
 def test_prefix_bounded_loads_spill_a_hot_prefix_instead_of_piling_it_on_one_pod(gw, pods):
-    before = metric(gw, "gateway_balancer_decisions_total", model="pre", decision="spill")
+    before = gw.metric("gateway_balancer_decisions_total", model="pre", decision="spill")
     bodies = [chat("pre", f"q{i}", system=LONG_SYSTEM, mock={"delay_ms": 1500}) for i in range(12)]
     seen = spread(gw, pods, bodies, concurrency=12)
     counts = sorted(seen.values(), reverse=True)
     assert counts[0] <= math.ceil(2 * 12 / 3) and all(n <= math.ceil(1.25 * 12 / 3) for n in counts[1:]), seen
     assert len(seen) >= 2, seen
-    assert metric(gw, "gateway_balancer_decisions_total", model="pre", decision="spill") > before
+    assert gw.metric("gateway_balancer_decisions_total", model="pre", decision="spill") > before
 
 
 # --- failures per pod ---------------------------------------------------------------------
@@ -365,7 +354,7 @@ def test_a_failed_connect_is_retried_on_another_pod_and_the_pod_is_skipped(nginx
         doomed.stop()
         seen = spread(gw, pods, [chat("flaky") for _ in range(40)], concurrency=4)
         assert sum(seen.values()) == 40 and set(seen) <= {0, 1, 2}, seen
-        failures = metric(gw, "gateway_upstream_failures_total", model="flaky", endpoint=doomed.address)
+        failures = gw.metric("gateway_upstream_failures_total", model="flaky", endpoint=doomed.address)
         # Skipped once it failed: at most a few requests tried it before the mark (a race of the
         # concurrent ones), not a quarter of them.
         assert 1 <= failures <= 4, failures
@@ -401,13 +390,13 @@ def test_metrics_per_pod_in_flight_and_requests(gw, pods):
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(send, gw, chat("lr", mock={"delay_ms": 1500})) for _ in range(6)]
         time.sleep(0.7)
-        in_flight = metric(gw, "gateway_upstream_in_flight", model="lr")
+        in_flight = gw.metric("gateway_upstream_in_flight", model="lr")
         assert all(f.result().status_code == 200 for f in futures)
     assert in_flight == 6, in_flight
-    assert metric(gw, "gateway_upstream_in_flight", model="lr") == 0
+    assert gw.metric("gateway_upstream_in_flight", model="lr") == 0
     for p in pods[:3]:
-        assert metric(gw, "gateway_upstream_requests_total", model="lr", endpoint=p.address, status="200") > 0
-    assert metric(gw, "gateway_model_replicas", model="lr", state="ready") == 3
+        assert gw.metric("gateway_upstream_requests_total", model="lr", endpoint=p.address, status="200") > 0
+    assert gw.metric("gateway_model_replicas", model="lr", state="ready") == 3
 
 
 def test_keepalive_to_each_pod_is_kept(gw, pods):
@@ -433,8 +422,8 @@ def test_a_request_for_a_model_at_zero_waits_for_its_first_pod_then_is_routed(gw
         plain = pool.submit(send, gw, chat("sleepy"))
         streamed = pool.submit(post, gw, "/v1/chat/completions", {**chat("sleepy"), "stream": True})
         # Both wait, counted where a scaler reads them.
-        assert wait_until(lambda: metric(gw, "gateway_requests_held", model="sleepy") == 2, 3), gw.context()
-        assert metric(gw, "gateway_model_demand", model="sleepy") == 2
+        assert wait_until(lambda: gw.metric("gateway_requests_held", model="sleepy") == 2, 3), gw.context()
+        assert gw.metric("gateway_model_demand", model="sleepy") == 2
         # The same as JSON, for KEDA's metrics-api scaler.
         demand = requests.get(gw.metrics_url.replace("/metrics", "/demand?model=sleepy"), timeout=5).json()
         assert demand == {"model": "sleepy", "held": 2, "in_flight": 0, "demand": 2}, demand
@@ -445,8 +434,8 @@ def test_a_request_for_a_model_at_zero_waits_for_its_first_pod_then_is_routed(gw
         assert resp.status_code == 200 and "[DONE]" in resp.text, describe(resp, gw)
         assert time.monotonic() - t0 < 6
     assert pod_of(plain.result(), pods) == 2
-    assert metric(gw, "gateway_requests_held", model="sleepy") == 0
-    assert metric(gw, "gateway_hold_total", model="sleepy", outcome="routed") >= 2
+    assert gw.metric("gateway_requests_held", model="sleepy") == 0
+    assert gw.metric("gateway_hold_total", model="sleepy", outcome="routed") >= 2
 
 
 def test_demand_json_names_every_model_and_refuses_an_unknown_one(gw):
@@ -463,7 +452,7 @@ def test_a_held_request_times_out_with_503_and_the_cap_refuses_a_burst(gw, dns):
     with ThreadPoolExecutor(3) as pool:
         t0 = time.monotonic()
         held = [pool.submit(send, gw, chat("sleepy")) for _ in range(2)]
-        assert wait_until(lambda: metric(gw, "gateway_requests_held", model="sleepy") == 2, 3)
+        assert wait_until(lambda: gw.metric("gateway_requests_held", model="sleepy") == 2, 3)
         # A third one finds the model's two places taken: 503 at once.
         burst = send(gw, chat("sleepy"))
         err = error(burst, 503, gw, code="model_not_ready")
@@ -472,21 +461,21 @@ def test_a_held_request_times_out_with_503_and_the_cap_refuses_a_burst(gw, dns):
             err = error(f.result(), 503, gw, code="model_not_ready")
             assert "within 6 s" in err["message"] and f.result().headers.get("Retry-After", "").isdigit()
         assert 5.5 <= time.monotonic() - t0 < 9
-    assert metric(gw, "gateway_hold_total", model="sleepy", outcome="timeout") >= 2
-    assert metric(gw, "gateway_hold_total", model="sleepy", outcome="full") >= 1
+    assert gw.metric("gateway_hold_total", model="sleepy", outcome="timeout") >= 2
+    assert gw.metric("gateway_hold_total", model="sleepy", outcome="full") >= 1
 
 
 def test_a_client_that_hangs_up_ends_its_wait(gw, dns):
     dns.set_pods(SRV["sleepy"], None)
     assert wait_until(lambda: models(gw)["sleepy"]["replicas"]["total"] == 0, 10)
-    before = metric(gw, "gateway_hold_total", model="sleepy", outcome="gone")
+    before = gw.metric("gateway_hold_total", model="sleepy", outcome="gone")
     body = json.dumps(chat("sleepy")).encode()
     sock = socket.create_connection(("127.0.0.1", gw.port))
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
-    assert wait_until(lambda: metric(gw, "gateway_requests_held", model="sleepy") == 1, 3)
+    assert wait_until(lambda: gw.metric("gateway_requests_held", model="sleepy") == 1, 3)
     sock.close()
-    assert wait_until(lambda: metric(gw, "gateway_requests_held", model="sleepy") == 0, 3), gw.context()
-    assert metric(gw, "gateway_hold_total", model="sleepy", outcome="gone") == before + 1
+    assert wait_until(lambda: gw.metric("gateway_requests_held", model="sleepy") == 0, 3), gw.context()
+    assert gw.metric("gateway_hold_total", model="sleepy", outcome="gone") == before + 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import signal
 import time
 
 import requests
@@ -39,15 +39,7 @@ def test_access_log_is_json_with_the_routing_fields(gateway, backends):
 
 def test_metrics_count_requests_per_model(gateway, backends):
     def count(model: str) -> float:
-        text = requests.get(gateway.metrics_url, timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+([0-9.eE+-]+)$", line)
-            if m and m.group(1) == "gateway_requests_total" and re.search(rf'model="{model}"', m.group(2)):
-                total += float(m.group(3))
-        return total
+        return gateway.metric("gateway_requests_total", model=model)
 
     resp = requests.get(gateway.metrics_url, timeout=5)
     assert resp.status_code == 200, resp.text
@@ -58,9 +50,21 @@ def test_metrics_count_requests_per_model(gateway, backends):
         routed_to(post(gateway, "/v1/embeddings", {"model": "alpha", "input": "x"}), backends["alpha"], gateway)
     routed_to(post(gateway, "/v1/embeddings", {"model": "beta-small", "input": "x"}), backends["beta"], gateway)
     after_alpha, after_beta = count("alpha"), count("beta")
-    assert after_alpha - before_alpha == 3, (before_alpha, after_alpha, requests.get(gateway.metrics_url).text)
+    assert after_alpha - before_alpha == 3, (before_alpha, after_alpha, gateway.metrics_text())
     assert after_beta - before_beta == 1, (before_beta, after_beta)
 
 
 def test_metrics_are_not_on_the_api_port(gateway):
     assert requests.get(gateway.url + "/metrics", timeout=5).status_code in (403, 404)
+
+
+def test_a_worker_that_exits_hands_in_what_it_counted(gateway_factory, backends):
+    """Each worker adds its counts to /metrics every second; a reload's old workers add what
+    they still hold as they exit (the reload comes right after the requests, within the second)."""
+    gw = gateway_factory({"nginx": {"workerProcesses": 2}}, name="metrics-reload")
+    before = gw.metric("gateway_requests_total", model="alpha", status="200")
+    for _ in range(5):
+        routed_to(post(gw, "/v1/embeddings", {"model": "alpha", "input": "x"}), backends["alpha"], gw)
+    gw.proc.send_signal(signal.SIGHUP)  # what `nginx -s reload` sends
+    after = gw.metric("gateway_requests_total", model="alpha", status="200")
+    assert after == before + 5, (before, after, gw.context())

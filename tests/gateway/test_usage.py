@@ -5,7 +5,6 @@ including Redis going away and coming back."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import socket
 import subprocess
@@ -34,16 +33,6 @@ REDIS_PASSWORD = "test-redis-password-4f9a"
 
 def bearer(name: str) -> dict:
     return {"Authorization": f"Bearer {KEYS[name]}"}
-
-
-def metric(gw, name: str, **labels) -> float:
-    text = requests.get(gw.metrics_url, timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^([a-z_]+)(?:\{([^}]*)\})? (\S+)$", line)
-        if m and m.group(1) == name and all(f'{k}="{v}"' in (m.group(2) or "") for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
 
 
 class Redis:
@@ -139,8 +128,8 @@ def replicas(gateway_factory, redis):
 def test_tokens_are_counted_from_plain_answers_and_streams_with_usage(replicas, backends):
     gw = replicas[0]
     body = {"model": "alpha", "messages": [{"role": "user", "content": "count my tokens"}], "max_tokens": 5}
-    before_in = metric(gw, "gateway_tokens_total", model="alpha", api_key="free", type="input")
-    before_out = metric(gw, "gateway_tokens_total", model="alpha", api_key="free", type="output")
+    before_in = gw.metric("gateway_tokens_total", model="alpha", api_key="free", type="input")
+    before_out = gw.metric("gateway_tokens_total", model="alpha", api_key="free", type="output")
     plain = post(gw, "/v1/chat/completions", body, headers=bearer("free"))
     assert plain.status_code == 200, describe(plain, gw)
     usage = plain.json()["usage"]
@@ -161,23 +150,23 @@ def test_tokens_are_counted_from_plain_answers_and_streams_with_usage(replicas, 
     stream_usage = events[-1]["usage"]
     time.sleep(0.2)
     assert (
-        metric(gw, "gateway_tokens_total", model="alpha", api_key="free", type="input") - before_in
+        gw.metric("gateway_tokens_total", model="alpha", api_key="free", type="input") - before_in
         == usage["prompt_tokens"] + stream_usage["prompt_tokens"]
     )
     assert (
-        metric(gw, "gateway_tokens_total", model="alpha", api_key="free", type="output") - before_out
+        gw.metric("gateway_tokens_total", model="alpha", api_key="free", type="output") - before_out
         == usage["completion_tokens"] + stream_usage["completion_tokens"]
     )
     # The OpenTelemetry GenAI histograms.
-    assert metric(gw, "gen_ai_client_token_usage_count", gen_ai_request_model="alpha", gen_ai_token_type="input") >= 2
-    assert metric(gw, "gen_ai_server_time_to_first_token_seconds_count", gen_ai_request_model="alpha") >= 1
-    assert metric(gw, "gen_ai_server_time_per_output_token_seconds_count", gen_ai_request_model="alpha") >= 1
+    assert gw.metric("gen_ai_client_token_usage_count", gen_ai_request_model="alpha", gen_ai_token_type="input") >= 2
+    assert gw.metric("gen_ai_server_time_to_first_token_seconds_count", gen_ai_request_model="alpha") >= 1
+    assert gw.metric("gen_ai_server_time_per_output_token_seconds_count", gen_ai_request_model="alpha") >= 1
 
 
 def test_a_stream_without_usage_is_counted_as_missing_never_as_zero_tokens(replicas):
     gw = replicas[0]
-    before_missing = metric(gw, "gateway_usage_missing_total", model="alpha", kind="stream")
-    before_tokens = metric(gw, "gateway_tokens_total", model="alpha")
+    before_missing = gw.metric("gateway_usage_missing_total", model="alpha", kind="stream")
+    before_tokens = gw.metric("gateway_tokens_total", model="alpha")
     resp = requests.post(
         gw.url + "/v1/chat/completions",
         headers=bearer("free"),
@@ -191,8 +180,8 @@ def test_a_stream_without_usage_is_counted_as_missing_never_as_zero_tokens(repli
     )
     assert resp.status_code == 200 and b"[DONE]" in resp.content
     time.sleep(0.2)
-    assert metric(gw, "gateway_usage_missing_total", model="alpha", kind="stream") == before_missing + 1
-    assert metric(gw, "gateway_tokens_total", model="alpha") == before_tokens
+    assert gw.metric("gateway_usage_missing_total", model="alpha", kind="stream") == before_missing + 1
+    assert gw.metric("gateway_tokens_total", model="alpha") == before_tokens
 
 
 # --- budgets shared by the replicas ------------------------------------------------------------------
@@ -216,7 +205,7 @@ def test_a_request_budget_holds_across_two_replicas(replicas):
         code="rate_limit_exceeded",
     )
     assert "10 requests per minute" in err["message"]
-    assert metric(a, "gateway_budget_rejections_total", api_key="rpm", reason="requests") >= 1
+    assert a.metric("gateway_budget_rejections_total", api_key="rpm", reason="requests") >= 1
 
 
 def test_a_token_budget_is_charged_at_the_end_and_overshoots_by_at_most_one_request_per_replica(replicas, backends):
@@ -256,12 +245,12 @@ def test_redis_going_away_follows_the_fail_mode_and_enforcement_resumes(gateway_
     closed = gateway_with(gateway_factory, redis.address, "replica-closed", fail_mode="closed", prefix="t2:")
     opened = replicas[0]
     body = {"model": "alpha", "input": "x"}
-    before = metric(opened, "gateway_budget_backend_errors_total")
+    before = opened.metric("gateway_budget_backend_errors_total")
     redis.stop()
     try:
         # Open: admitted, counted, logged. Closed: 503 naming the cause.
         assert post(opened, "/v1/embeddings", body, headers=bearer("tpm")).status_code == 200
-        assert metric(opened, "gateway_budget_backend_errors_total") > before
+        assert opened.metric("gateway_budget_backend_errors_total") > before
         assert "Redis does not answer" in opened.error_log(200)
         err = error(post(closed, "/v1/embeddings", body, headers=bearer("tpm")), 503, closed, code="budget_unavailable")
         assert "budget" in err["message"]

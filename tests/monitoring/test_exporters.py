@@ -30,7 +30,7 @@ def _chat(gateway) -> None:
 def test_every_gateway_and_llamacpp_name_is_exported(queries, gateway, llama_server):
     _chat(gateway)
     exports = {
-        "gateway": promql.exported_names(requests.get(gateway.metrics_url, timeout=10).text),
+        "gateway": promql.exported_names(gateway.metrics_text()),
         "llama.cpp": promql.exported_names(requests.get(f"http://{llama_server}/metrics", timeout=10).text),
     }
     used = promql.metric_names(queries)
@@ -51,7 +51,7 @@ def test_the_streamed_chat_is_in_the_histograms_the_dashboard_reads(gateway):
     """The scrape above is of a gateway that measured something: the stream's time to first
     token and its tokens, as the TTFT panels and alert read them."""
     _chat(gateway)
-    text = requests.get(gateway.metrics_url, timeout=10).text
+    text = gateway.metrics_text()
     counts = {
         line.split()[0]: float(line.split()[-1])
         for line in text.splitlines()

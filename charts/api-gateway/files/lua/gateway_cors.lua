@@ -30,21 +30,26 @@ function _M.allowed_origin(origin)
 end
 
 -- Every request of the API locations: echo an allowed Origin. Returns true
--- when this was a preflight, answered here (the caller returns).
-function _M.handle(methods)
+-- when this was a preflight, answered here (the caller returns). method: the
+-- request's, when the caller has read it.
+function _M.handle(methods, method)
     local var = ngx.var
-    local origin = var.http_origin
-    local allowed = _M.allowed_origin(origin)
-    if allowed then
-        var.gateway_cors_origin = allowed
-        var.gateway_cors_expose = _M.EXPOSE
+    local origin, allowed
+    if config.cors.origins then -- CORS off (the default): no Origin to read
+        origin = var.http_origin
+        allowed = _M.allowed_origin(origin)
+        if allowed then
+            var.gateway_cors_origin = allowed
+            var.gateway_cors_expose = _M.EXPOSE
+        end
+        if origin and origin ~= "" then
+            var.gateway_cors_vary = "Origin"
+        end
     end
-    if origin and origin ~= "" and config.cors.origins then
-        var.gateway_cors_vary = "Origin"
-    end
-    if ngx.req.get_method() ~= "OPTIONS" or not var.http_access_control_request_method then
+    if (method or ngx.req.get_method()) ~= "OPTIONS" or not var.http_access_control_request_method then
         return false
     end
+    origin = origin or var.http_origin
     if not allowed then
         errors.send(errors.new(403, "Cross-origin requests from " .. tostring(origin)
             .. " are not allowed: add the origin to the gateway's cors.allowedOrigins.", "cors_origin_not_allowed"))

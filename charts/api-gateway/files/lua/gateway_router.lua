@@ -235,8 +235,11 @@ end
 -- body filter of the routed location: the time to the first byte, and what
 -- the usage accounting keeps of the answer (every chunk goes on unchanged).
 function _M.body_filter()
-    metrics.first_byte()
-    local u = ngx.ctx.usage
+    local ctx = ngx.ctx
+    if not ctx.ttfb then
+        metrics.first_byte(ctx)
+    end
+    local u = ctx.usage
     if u then
         usage.chunk(u, ngx.arg[1])
     end
@@ -249,21 +252,23 @@ end
 function _M.log()
     balancer.release()
     hold.release()
-    local var = ngx.var
-    local u = ngx.ctx.usage
+    local var, ctx = ngx.var, ngx.ctx
+    local model, status = var.gateway_model, ngx.status
+    local u = ctx.usage
     local prompt, completion
-    if u and var.status == "200" then
+    if u and status == 200 then
         local ttft, tpot
         prompt, completion, ttft, tpot = usage.finish(u, ngx.req.start_time(), ngx.now())
-        metrics.usage(var.gateway_model, var.gateway_key, u.stream, prompt, completion, ttft, tpot)
+        metrics.usage(model, config.auth_enabled and var.gateway_key or "", u.stream, prompt, completion, ttft, tpot)
     end
-    local name = var.gateway_budget
+    -- Only keys (auth.enabled) have budgets.
+    local name = config.auth_enabled and var.gateway_budget
     if name and name ~= "" then
         var.gateway_budget = ""
         local tokens = prompt and (prompt + completion) or (u and usage.estimate(u, var.request_length) or 0)
         budget.charge(name, tokens, config.budget, ngx.now())
     end
-    metrics.log()
+    metrics.log(model, status, ctx.ttfb)
 end
 
 local POST = { "POST" }
@@ -280,7 +285,8 @@ local function encoding_error()
 end
 
 function _M.access()
-    if cors.handle(POST) then
+    local method = ngx.req.get_method()
+    if cors.handle(POST, method) then
         return
     end
     if _M.credential_in_query(ngx.var.args) then
@@ -291,7 +297,7 @@ function _M.access()
     if key == nil then
         return fail(err)
     end
-    if ngx.req.get_method() ~= "POST" then
+    if method ~= "POST" then
         return fail(errors.new(405, "Use POST for " .. ngx.var.uri .. ".", "method_not_allowed", nil,
             { Allow = "POST" }))
     end

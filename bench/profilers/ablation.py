@@ -18,7 +18,12 @@ rendered nginx.conf, each with one change, side by side in rounds (plain nginx i
 
 Metrics per variant: CPU microseconds per request at high concurrency (the least noise-sensitive
 number on a shared machine), requests/s, p50 at concurrency 1 (1 KB and 1 MB bodies).
-Output: a table on stdout and build/bench/profile.json. Nothing in the chart is edited.
+
+First (and alone with --phases-only): the CPU each part of the gateway's Lua costs a request,
+timed inside real requests under load (TIMED_PARTS: the phases' entry points and the module
+functions they call), including what the balancer adds in all.
+Output: tables on stdout and build/bench/profile.json (profile-phases.json). Nothing in the chart
+is edited.
 """
 
 from __future__ import annotations
@@ -108,93 +113,133 @@ def variant_conf(conf: str, variant: str, upstream: str) -> str:
     return conf
 
 
-# Phase timing: the same Lua entry points the chart calls, run n extra times inside one real
-# request (os.clock: the worker's CPU time), so each phase's per-request cost is measured without
-# the noise of a loaded machine. n comes from the X-Bench-Loops request header.
-TIMED_ACCESS = """access_by_lua_block {
-                local router = require "gateway_router"
-                local n = tonumber(ngx.var.http_x_bench_loops) or 0
-                if n > 0 then
-                    local t0 = os.clock()
-                    for _ = 1, n do router.access() end
-                    ngx.header["X-Bench-Access-Us"] = string.format("%.3f", (os.clock() - t0) / n * 1e6)
-                end
-                router.access()
-            }"""
-TIMED_LOG = """log_by_lua_block {
-                local router = require "gateway_router"
-                local n = tonumber(ngx.var.http_x_bench_loops) or 0
-                if n > 0 then
-                    local t0 = os.clock()
-                    for _ = 1, n do router.log() end
-                    ngx.log(ngx.WARN, "bench-log-us=", string.format("%.3f", (os.clock() - t0) / n * 1e6))
-                end
-                router.log()
-            }"""
-TIMED_BODY = """body_filter_by_lua_block {
-                local router = require "gateway_router"
-                local n = tonumber(ngx.var.http_x_bench_loops) or 0
-                if n > 0 and not ngx.ctx.ttfb then
-                    -- the loop feeds a scratch copy of the usage state: the real one sees the chunk once
-                    local ctx, real = ngx.ctx, ngx.ctx.usage
-                    local scratch = real and { stream = real.stream, chunks = {}, size = 0, events = real.events }
-                    ctx.usage = scratch
-                    local t0 = os.clock()
-                    for _ = 1, n do router.body_filter() end
-                    ngx.log(ngx.WARN, "bench-body-filter-us=", string.format("%.3f", (os.clock() - t0) / n * 1e6))
-                    ctx.usage, ctx.ttfb = real, nil
-                end
-                router.body_filter()
-            }"""
+# Phase timing inside real requests under load: init_worker wraps the gateway's Lua entry points,
+# and the module functions they call, with os.clock (the worker's CPU time), so each part costs
+# what a request pays, interpreted wherever LuaJIT does not compile it (a loop of the same call
+# inside one request gets compiled and under-reports by ~4x). A wrapper's own cost (an empty
+# function, wrapped, timed the same way) is taken off each part once, and off a phase once per
+# part call inside it. (label, module, function); "phase.part" labels lie inside "phase".
+TIMED_PARTS = [
+    ("access", "gateway_router", "access"),
+    ("access.cors", "gateway_cors", "handle"),
+    ("access.credential_in_query", "gateway_router", "credential_in_query"),
+    ("access.api_key", "gateway_router", "caller"),
+    ("access.body_read", "gateway_body", "open"),
+    ("access.body_scan", "gateway_body", "scan"),
+    ("access.body_close", "gateway_body", "close"),
+    ("access.route_lookup", "gateway_router", "route_for"),
+    ("access.budgets", "gateway_router", "admit"),
+    ("access.balancer_choose", "gateway_balancer", "choose"),
+    ("access.balancer_acquire", "gateway_balancer", "acquire"),
+    ("access.balancer_decision_count", "gateway_metrics", "decision"),
+    ("access.usage_start", "gateway_usage", "start"),
+    ("balancer", "gateway_balancer", "balance"),
+    ("body_filter", "gateway_router", "body_filter"),
+    ("body_filter.first_byte", "gateway_metrics", "first_byte"),
+    ("body_filter.usage_chunk", "gateway_usage", "chunk"),
+    ("log", "gateway_router", "log"),
+    ("log.balancer_release", "gateway_balancer", "release"),
+    ("log.hold_release", "gateway_hold", "release"),
+    ("log.usage_finish", "gateway_usage", "finish"),
+    ("log.usage_counters", "gateway_metrics", "usage"),
+    ("log.budget_charge", "gateway_budget", "charge"),
+    ("log.counters", "gateway_metrics", "log"),
+]
+# What the balancer adds to a request: choosing, counting in flight, setting the peer, releasing.
+BALANCER_PARTS = [
+    "access.balancer_choose",
+    "access.balancer_acquire",
+    "access.balancer_decision_count",
+    "balancer",
+    "log.balancer_release",
+]
+TIMED_INIT = """
+    do -- bench.profilers.ablation: time the gateway's Lua parts (cumulative, to the error log)
+        local cjson = require "cjson.safe"
+        local clock = os.clock
+        local total, calls = {}, {}
+        local function wrap(label, mod, name)
+            local m = require(mod)
+            local f = assert(m[name], mod .. "." .. name .. " is gone: update TIMED_PARTS")
+            m[name] = function(...)
+                local t0 = clock()
+                local a, b, c, d = f(...)
+                total[label] = (total[label] or 0) + (clock() - t0)
+                calls[label] = (calls[label] or 0) + 1
+                return a, b, c, d
+            end
+            -- Never compiled (one prototype for every wrapper): its cost is the same inside a
+            -- request and in the timer's calibration loop below.
+            jit.off(m[name])
+        end
+        for _, p in ipairs(cjson.decode([=[@PARTS@]=])) do
+            wrap(p[1], p[2], p[3])
+        end
+        package.loaded.bench_empty = { f = function() end }
+        wrap("wrapper", "bench_empty", "f")
+        local empty = package.loaded.bench_empty
+        ngx.timer.every(0.5, function()
+            for _ = 1, 1000 do empty.f() end
+            ngx.log(ngx.WARN, "bench-phases ", ngx.worker.pid(), " ", cjson.encode({ total = total, calls = calls }))
+        end)
+    end
+"""
 
 
 def timed_conf(conf: str) -> str:
-    conf = _sub(r"access_by_lua_block \{[^{}]*router\.access\(\)[^{}]*\}", TIMED_ACCESS, conf, "timed access")
-    conf = _sub(
-        r"body_filter_by_lua_block \{[^{}]*router\.body_filter\(\)[^{}]*\}", TIMED_BODY, conf, "timed body filter"
-    )
-    # only the routed location's log phase (the first log_by_lua_block after proxy_pass)
+    parts = json.dumps(TIMED_PARTS)
     return _sub(
-        r"(proxy_pass http://gateway_models.*?)log_by_lua_block \{[^{}]*\}",
-        lambda m: m.group(1) + TIMED_LOG,
-        conf,
-        "timed log",
+        r"(init_worker_by_lua_block \{)", lambda m: m.group(1) + TIMED_INIT.replace("@PARTS@", parts), conf, "timed"
     )
 
 
-def phases(gw, bodies: dict[str, Path], cpu: set[int]) -> dict:
-    """Per-request CPU of the gateway's Lua phases, by body size (microseconds)."""
-    from gateway import rawhttp
+def _phase_reports(err: Path) -> dict[str, dict]:
+    """The last cumulative report of each worker in an error log."""
+    out = {}
+    for m in re.finditer(r"bench-phases (\d+) (\{.*\}), context", err.read_text(errors="replace")):
+        out[m.group(1)] = json.loads(m.group(2))
+    return out
 
+
+def phase_costs(before: dict, after: dict) -> dict:
+    """CPU microseconds per request of each timed part between two sets of worker reports."""
+    total: dict[str, float] = {}
+    calls: dict[str, float] = {}
+    for pid, rep in after.items():
+        old = before.get(pid, {"total": {}, "calls": {}})
+        for label, t in rep["total"].items():
+            total[label] = total.get(label, 0) + t - old["total"].get(label, 0)
+            calls[label] = calls.get(label, 0) + rep["calls"][label] - old["calls"].get(label, 0)
+    requests = calls.get("access", 0)
+    if not requests or not calls.get("wrapper"):
+        raise RuntimeError(f"no timed requests: {calls}")
+    wrapper = total["wrapper"] / calls["wrapper"]
+    out = {"requests": int(requests), "wrapper_us": wrapper * 1e6, "us_per_request": {}}
+    for label, _, _ in TIMED_PARTS:
+        if not calls.get(label):
+            continue
+        t = total[label] - calls[label] * wrapper
+        if "." not in label:  # a phase: its parts' wrappers ran inside it
+            t -= sum(calls[p] for p in calls if p.startswith(label + ".")) * wrapper
+        out["us_per_request"][label] = t / requests * 1e6
+    out["us_per_request"]["balancer, all parts"] = sum(out["us_per_request"].get(p, 0) for p in BALANCER_PARTS)
+    return out
+
+
+def phases(gw, bench, cpu: set[int], seconds: float) -> dict:
+    """Per-request CPU of the gateway's Lua parts, timed inside real requests (1 KB at c=32, the
+    throughput load; the larger bodies at c=4)."""
     v = Variant("timed", gw, timed_conf(gw.conf.read_text()), cpu)
     out = {}
     try:
-        for name, path in bodies.items():
-            loops = {"1KB": 5000, "100KB": 500}.get(name, 50)
-            vals: dict[str, list[float]] = {"access_us": [], "log_us": [], "body_filter_us": []}
-            for _ in range(5):
-                before = v.err.stat().st_size
-                r = rawhttp.request(
-                    "127.0.0.1",
-                    v.port,
-                    "POST",
-                    v.path,
-                    path.read_bytes(),
-                    headers={"X-Bench-Loops": str(loops)},
-                    timeout=60,
-                )
-                if r.status != 200:
-                    raise RuntimeError(f"timed request answered {r.status}: {r.body[:300]!r}")
-                time.sleep(0.1)
-                with v.err.open() as f:
-                    f.seek(before)
-                    log = f.read()
-                vals["access_us"].append(float(r.headers["x-bench-access-us"]))
-                for key, tag in (("log_us", "bench-log-us="), ("body_filter_us", "bench-body-filter-us=")):
-                    m = re.findall(re.escape(tag) + r"([0-9.]+)", log)
-                    if m:
-                        vals[key].append(float(m[-1]))
-            out[name] = {k: summary(x) for k, x in vals.items()}
+        for name in bench.bodies:
+            c = 32 if name == "1KB" else 4
+            bench.wrk(v, name, c, 1)  # warm-up: LuaJIT compiles what it will
+            time.sleep(0.7)
+            before = _phase_reports(v.err)
+            bench.wrk(v, name, c, seconds)
+            time.sleep(1.2)  # every worker's next report
+            out[name] = phase_costs(before, _phase_reports(v.err))
     finally:
         v.stop()
     return out
@@ -256,22 +301,17 @@ class Variant:
 def print_phases(costs: dict) -> None:
     from ..report import _table
 
+    bodies = list(costs)
+    labels = list(next(iter(costs.values()))["us_per_request"])
     rows = [
-        [name, fmt(c["access_us"], 1), fmt(c["log_us"], 1), fmt(c["body_filter_us"], 2)] for name, c in costs.items()
+        [("  " if "." in label else "") + label, *[fmt(costs[b]["us_per_request"].get(label), 2) for b in bodies]]
+        for label in labels
     ]
-    print("\nGateway Lua per request, CPU microseconds (median (min..max) of 5 timed requests)")
+    wrapper = ", ".join(f"{b} {costs[b]['wrapper_us']:.2f} us x {costs[b]['requests']} requests" for b in bodies)
     print(
-        _table(
-            [
-                "body",
-                "access_by_lua (router.access)",
-                "log_by_lua (router.log)",
-                "body_filter_by_lua (router.body_filter) per chunk",
-            ],
-            rows,
-        ),
-        flush=True,
+        f"\nGateway Lua per request, CPU microseconds, timed inside real requests (wrapper cost taken off: {wrapper})"
     )
+    print(_table(["part", *bodies], rows), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,10 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         server = route["discovery"]["servers"][0]  # the bench's routing.endpoints
         upstream = f"{server['host']}:{server['port']}"
         conf = gw_arm.gw.conf.read_text()
-        phase_costs = phases(gw_arm.gw, bench.bodies, bench.proxy_cpus)
-        print_phases(phase_costs)
+        costs = phases(gw_arm.gw, bench, bench.proxy_cpus, a.seconds)
+        print_phases(costs)
         if a.phases_only:
-            (OUT / "profile-phases.json").write_text(json.dumps(phase_costs, indent=1))
+            (OUT / "profile-phases.json").write_text(json.dumps(costs, indent=1))
             return 0
         for name in a.variants.split(","):
             variants.append(Variant(name, gw_arm.gw, variant_conf(conf, name, upstream), bench.proxy_cpus))
@@ -365,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     (OUT / "profile.json").write_text(
-        json.dumps({"config": vars(a), "phases_us": phase_costs, "summary": out, "raw": results}, indent=1, default=str)
+        json.dumps({"config": vars(a), "phases_us": costs, "summary": out, "raw": results}, indent=1, default=str)
     )
     print(f"\nJSON: {OUT / 'profile.json'}")
     return 0

@@ -17,4 +17,16 @@ def test_ablation_edits_apply_to_the_rendered_gateway_config():
     lean = variant_conf(conf, "lean", "gateway-model-alpha")
     assert "log_by_lua" not in lean and "router.access" not in lean and "body_filter_by_lua" not in lean
     timed = timed_conf(conf)
-    assert "X-Bench-Access-Us" in timed and "bench-log-us=" in timed and "bench-body-filter-us=" in timed
+    assert timed.count("bench-phases") == 1 and '"gateway_router", "access"' in timed
+
+
+def test_every_timed_part_is_a_function_of_the_gateways_lua():
+    """The phase timing wraps module functions by name: a renamed one must fail here, not at run time."""
+    from pathlib import Path
+
+    from bench.profilers.ablation import BALANCER_PARTS, TIMED_PARTS
+
+    lua = Path(__file__).resolve().parents[2] / "charts" / "api-gateway" / "files" / "lua"
+    for label, module, name in TIMED_PARTS:
+        assert f"function _M.{name}(" in (lua / f"{module}.lua").read_text(), (label, module, name)
+    assert set(BALANCER_PARTS) <= {label for label, _, _ in TIMED_PARTS}

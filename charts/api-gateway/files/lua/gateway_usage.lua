@@ -59,22 +59,28 @@ local function number_after(object, name)
     return i and tonumber(match(object, "^%s*:%s*(%d+)", i + #name))
 end
 
+-- `"usage"` at i is followed by an object: where its value starts, else nil.
+local function object_at(text, i)
+    return find(text, "^%s*:%s*{", i + 7) and i + 7 or nil
+end
+
 -- The prompt and completion tokens of the last usage object in text, or nil.
 -- Chat/completions name them prompt_tokens/completion_tokens, the Responses API
 -- input_tokens/output_tokens. Plain finds, then a pattern anchored where one
 -- hit: a stream's tail holds a `"usage":null` per event, and an unanchored
--- pattern tries every byte (4x slower on a 4 KiB tail, measured).
+-- pattern tries every byte (4x slower on a 4 KiB tail, measured). A plain
+-- answer has one `"usage"`: found without a loop, so LuaJIT can compile the
+-- log phase through here (a loop of one or two turns aborts its trace).
 function _M.parse(text)
-    local at, last = 1, nil
-    while true do
-        local i = find(text, '"usage"', at, true)
-        if not i then
-            break
-        end
-        at = i + 7
-        if find(text, "^%s*:%s*{", at) then
-            last = at
-        end
+    local i = find(text, '"usage"', 1, true)
+    if not i then
+        return nil
+    end
+    local last = object_at(text, i)
+    i = find(text, '"usage"', i + 7, true)
+    while i do -- a stream's tail: the last usage that is an object
+        last = object_at(text, i) or last
+        i = find(text, '"usage"', i + 7, true)
     end
     if not last then
         return nil

@@ -1,11 +1,12 @@
 -- Prometheus metrics, kept in a lua_shared_dict so every worker adds to the
--- same counters (each worker sums its own in a Lua table and adds them to the
--- dict every FLUSH_SECONDS: one dict update per series and flush instead of ~20
--- per request, so /metrics lags by at most that): requests by model and status, durations, time to the first
--- response byte, response bytes; per endpoint (pod) of a model: proxied
--- requests by status, failed connects, in-flight requests; the balancer's
--- decisions; and each model's readiness and ready replicas. Only routed model
--- names and discovered endpoints (never what a client typed) become labels.
+-- same counters. Each worker sums its own in a Lua table and adds them to the
+-- dict every FLUSH_SECONDS (one dict update per series and flush instead of ~20
+-- per request; /metrics lags by at most that). Counted: requests by model and
+-- status, durations, time to the first response byte, response bytes; per
+-- endpoint (pod) of a model: proxied requests by status, failed connects; the
+-- balancer's decisions. Read when /metrics is: in-flight requests per pod and
+-- each model's readiness and ready replicas. Only routed model names and
+-- discovered endpoints (never what a client typed) become labels.
 local health = require "gateway_health"
 local config = require "gateway_config"
 local balancer = require "gateway_balancer"

@@ -9,7 +9,8 @@ Bounds stated by these tests (3 pods unless said otherwise):
 - least-request, 30 concurrent slow requests: every pod gets 8 to 12;
 - round-robin, 30 requests: every pod gets 8 to 12;
 - session and prefix: the same key reaches the same pod every time; 60 different keys spread
-  so that every pod gets 10 to 30 of them;
+  so that every pod gets 10 to 30 of them (session), or within 3 of each other (prefix with
+  warmSeconds, which spreads new keys evenly);
 - prefix with bounded loads (the chart's loadFactor 1.25 and warmLoadFactor 2, warmSeconds on), 12 concurrent
   requests sharing one prefix: its own pod, which got it before, takes at most
   ceil(2 x 12 / 3) = 8, every other pod at most ceil(1.25 x 12 / 3) = 5.
@@ -306,11 +307,13 @@ def test_prefix_sends_a_shared_system_prompt_and_every_turn_of_a_conversation_to
         history=turn2["messages"][1:] + [{"role": "assistant", "content": "Bus."}],
     )
     assert len(spread(gw, pods, [turn1, turn2, turn3, turn1])) == 1
-    # Different conversations spread over every pod.
+    # Different conversations spread over every pod, evenly: with warmSeconds a new key goes to no
+    # pod that got more than its share of the new keys lately (the ring alone gives these 60 keys
+    # 22, 21 and 17; with it 20, 20, 20 in two runs of three, 21, 20, 19 in the third).
     many = spread(
         gw, pods, [chat("pre", f"conversation {i} starts here", system="Be brief.") for i in range(60)], concurrency=6
     )
-    assert set(many) == {0, 1, 2} and all(10 <= n <= 30 for n in many.values()), many
+    assert set(many) == {0, 1, 2} and max(many.values()) - min(many.values()) <= 3, many
 
 
 def test_prefix_bounded_loads_spill_a_hot_prefix_instead_of_piling_it_on_one_pod(gw, pods):

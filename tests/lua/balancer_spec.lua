@@ -264,6 +264,53 @@ describe("gateway_balancer prefix (bounded loads)", function()
         assert.is_true(most <= math.ceil(2 * 30 / 3) and most > math.ceil(1.25 * 30 / 3), tostring(most))
     end)
 
+    it("with warmSeconds, spreads new keys evenly where the ring alone piles them up", function()
+        local prompts = keys(6, "system prompt ")
+        local _, balancer, route = setup(PODS, { policy = "prefix", loadFactor = 1.25 })
+        local ring = counts(balancer, route, (function()
+            local out = {}
+            for i, p in ipairs(prompts) do out[i] = { prefix = p } end
+            return out
+        end)())
+        local most = 0
+        for _, id in ipairs(PODS) do
+            most = math.max(most, ring[id] or 0)
+        end
+        assert.is_true(most >= 3, "these six keys hash unevenly on the ring: " .. most)
+        _, balancer, route = setup(PODS, { policy = "prefix", loadFactor = 1.25, warmLoadFactor = 2,
+                                           warmSeconds = 300 })
+        local first = {}
+        for _, p in ipairs(prompts) do
+            first[p] = balancer.choose(route, { prefix = p }).id
+        end
+        local per = {}
+        for _, id in pairs(first) do
+            per[id] = (per[id] or 0) + 1
+        end
+        assert.same({ 2, 2, 2 }, { per[PODS[1]], per[PODS[2]], per[PODS[3]] })
+        -- Each key then stays where it went, its own pod being the one it was placed on.
+        for _ = 1, 3 do
+            for _, p in ipairs(prompts) do
+                local ep, decision = balancer.choose(route, { prefix = p })
+                assert.same({ first[p], "affinity" }, { ep.id, decision })
+            end
+        end
+    end)
+
+    it("with warmSeconds, remembers a new key on the pod it spilled to", function()
+        local _, ring, ring_route = setup(PODS, { policy = "prefix", loadFactor = 1.25 })
+        local owner = ring.choose(ring_route, { prefix = "system prompt B" }).id
+        local fake, balancer, route = setup(PODS, { policy = "prefix", loadFactor = 1.25, warmLoadFactor = 2,
+                                                    warmSeconds = 300 })
+        set_inflight(fake, owner, 1)
+        local ep, decision = balancer.choose(route, { prefix = "system prompt B" })
+        assert.are_not.equal(owner, ep.id)
+        assert.equal("spill", decision)
+        set_inflight(fake, owner, 0)
+        local again, why = balancer.choose(route, { prefix = "system prompt B" })
+        assert.same({ ep.id, "affinity" }, { again.id, why })
+    end)
+
     it("skips pods already tried for this request", function()
         local _, balancer, route = setup(PODS, { policy = "prefix", loadFactor = 1.25 })
         local first = balancer.choose(route, { prefix = "p" })

@@ -11,10 +11,14 @@
 --                  conversation reach the pod that has it cached, and no pod
 --                  takes more than loadFactor x the average in-flight load;
 --                  warmLoadFactor for the pod this gateway pod last sent the
---                  key to (within warmSeconds), which likely holds it cached.
+--                  key to (within warmSeconds), which likely holds it cached,
+--                  and then a new key also goes to no pod that got more than
+--                  its share of the new keys lately (so a few system prompts
+--                  never hash onto one pod).
 -- The hash ring depends only on the endpoint set, so every gateway replica
--- makes the same choice for the same input without shared state, and when a
--- pod goes away only its share of the keys moves. A request without a key
+-- makes the same choice for the same input without shared state (unless
+-- warmSeconds > 0: then each spreads its own new keys), and when a pod goes
+-- away only its share of the keys moves. A request without a key
 -- falls back to least-request. balance() is the balancer_by_lua entry point:
 -- it sets the chosen peer, and on a failed connect retries another pod (nginx
 -- never resends a request it has sent).
@@ -118,41 +122,74 @@ end
 
 -- Consistent hashing, bounded when factor > 0: walk the ring from the key's
 -- point (hash h); take the first usable endpoint whose load stays within
--- ceil(factor x (total + 1) / n), or within the same with warm_factor for the
--- endpoint `warm` (the one that last got the key). Returns the endpoint and the
--- decision: "affinity" (the key's own endpoint), "failover" (its own is
--- unusable) or "spill" (its own, or every one before, is over its bound).
-local function hashed(dict, route, points, h, candidates, factor, warm, warm_factor)
-    local usable, n, total = {}, 0, 0
+-- ceil(factor x (total + 1) / n). The endpoint `warm` (the one that last got
+-- the key) comes first, within the same with warm_factor. Returns the endpoint
+-- and the decision: "affinity" (the key's own endpoint: its warm one, else the
+-- ring's), "failover" (its own is unusable) or "spill" (its own is over its
+-- bound). `keys` (id -> new keys lately, for a key not remembered) adds a
+-- second bound, ceil((all + 1) / n): where no pod is within both, the load
+-- bound alone decides.
+local function hashed(dict, route, points, h, candidates, factor, warm, warm_factor, keys)
+    local usable, n, total, all = {}, 0, 0, 0
     for _, ep in ipairs(candidates) do
-        usable[ep.id] = true
+        usable[ep.id] = ep
         n = n + 1
         if factor > 0 then
             total = total + load_of(dict, route, ep)
         end
+        if keys then
+            all = all + keys[ep.id]
+        end
     end
     local bound = factor > 0 and ceil(factor * (total + 1) / n) or nil
-    local warm_bound = bound and warm and ceil(max(factor, warm_factor or 0) * (total + 1) / n)
+    local own = warm and usable[warm]
+    if own and (not bound or load_of(dict, route, own) < ceil(max(factor, warm_factor or 0) * (total + 1) / n)) then
+        return own, "affinity"
+    end
+    local key_bound = keys and ceil((all + 1) / n)
     local count = #points
     local start = first_point(points, h)
-    local seen, owner_usable, first = {}, nil, nil
-    for k = 0, count - 1 do
-        local ep = points[(start + k - 1) % count + 1][2]
-        if not seen[ep.id] then
-            seen[ep.id] = true
-            if first == nil then
-                first = ep
-                owner_usable = usable[ep.id] == true
-            end
-            if usable[ep.id] and (not bound or load_of(dict, route, ep) < (ep.id == warm and warm_bound or bound)) then
-                if ep == first then
-                    return ep, "affinity"
+    for pass = 1, key_bound and 2 or 1 do
+        local seen, owner = {}, nil
+        for k = 0, count - 1 do
+            local ep = points[(start + k - 1) % count + 1][2]
+            if not seen[ep.id] then
+                seen[ep.id] = true
+                owner = owner or ep
+                if usable[ep.id] and (not bound or load_of(dict, route, ep) < bound)
+                    and (pass == 2 or not key_bound or keys[ep.id] < key_bound) then
+                    if ep == owner and not warm then
+                        return ep, "affinity"
+                    end
+                    local own_usable = warm and own or (not warm and usable[owner.id])
+                    return ep, own_usable and "spill" or "failover"
                 end
-                return ep, owner_usable and "spill" or "failover"
             end
         end
     end
     return nil
+end
+
+-- New keys placed on each candidate lately: this window of warmSeconds plus
+-- the share of the last one not yet passed (a sliding count, no key list).
+local function key_window(now, seconds)
+    local w = now / seconds
+    return floor(w), 1 - (w - floor(w))
+end
+
+local function new_keys(warm_dict, route, candidates, now, seconds)
+    local w, rest = key_window(now, seconds)
+    local out = {}
+    for _, ep in ipairs(candidates) do
+        local prefix = "k\0" .. route.name .. "\0" .. ep.id .. "\0"
+        out[ep.id] = (warm_dict:get(prefix .. w) or 0) + (warm_dict:get(prefix .. (w - 1)) or 0) * rest
+    end
+    return out
+end
+
+local function count_new_key(warm_dict, route, ep, now, seconds)
+    local w = key_window(now, seconds)
+    warm_dict:incr("k\0" .. route.name .. "\0" .. ep.id .. "\0" .. w, 1, 0, 2 * seconds)
 end
 
 _M.IMPLEMENTATIONS = {
@@ -179,12 +216,13 @@ _M.IMPLEMENTATIONS = {
 }
 
 -- bounded: the prefix policy spills over loadFactor, and remembers each key's
--- pod (its own, or its failover; gateway_warm, per gateway pod, warmSeconds),
--- which is allowed
+-- pod (gateway_warm, per gateway pod, warmSeconds), which is allowed
 -- warmLoadFactor, because waiting there behind a request beats a cold prefill
 -- elsewhere, while a key not seen lately (a prompt shared with nothing) keeps
--- the tight bound and never queues behind unrelated work. A session never moves
--- while its pod is usable.
+-- the tight bound and never queues behind unrelated work. A new key is
+-- remembered where it went, spilled or not (its prefix is cached there and
+-- nowhere else), and counts towards that pod's share of new keys; a spill of a
+-- remembered key is a one-off. A session never moves while its pod is usable.
 local function hashing(key_of, bounded)
     return {
         new = function(list) return { points = #list > 0 and ring_of(list) or nil } end,
@@ -198,12 +236,19 @@ local function hashing(key_of, bounded)
             if not bounded then
                 return hashed(dict, route, state.points, h, candidates, 0)
             end
-            local warm_dict = b.warmSeconds > 0 and ngx.shared[_M.WARM_DICT]
-            local warm_key = warm_dict and route.name .. "\0" .. h
-            local ep, decision = hashed(dict, route, state.points, h, candidates, b.loadFactor,
-                                        warm_dict and warm_dict:get(warm_key), b.warmLoadFactor)
-            -- A spill is a one-off: the key's own pod keeps its warm bound.
-            if ep and warm_dict and decision ~= "spill" then
+            if b.warmSeconds <= 0 then
+                return hashed(dict, route, state.points, h, candidates, b.loadFactor)
+            end
+            local warm_dict, now = ngx.shared[_M.WARM_DICT], ngx.now()
+            local warm_key = route.name .. "\0" .. h
+            local warm = warm_dict:get(warm_key)
+            local ep, decision = hashed(dict, route, state.points, h, candidates, b.loadFactor, warm,
+                                        b.warmLoadFactor,
+                                        not warm and new_keys(warm_dict, route, candidates, now, b.warmSeconds))
+            if ep and (not warm or decision ~= "spill") then
+                if ep.id ~= warm then
+                    count_new_key(warm_dict, route, ep, now, b.warmSeconds)
+                end
                 warm_dict:set(warm_key, ep.id, b.warmSeconds)
             end
             return ep, decision

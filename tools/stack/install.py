@@ -277,16 +277,29 @@ class Stack:
         self.timings["install"] = time.monotonic() - start
 
     def wait_gateway_ready(self, timeout: float = 120) -> None:
-        """Until the gateway's /v1/models says every enabled model is ready (its health checks
-        run every few seconds: a pod that just became Ready is not routed to at once)."""
+        """Until /v1/models of every gateway pod says every enabled model is ready. Each gateway
+        replica finds a model's pods and checks their health on its own, every few seconds: a
+        pod that just became Ready is not routed to at once, and one replica ready says nothing
+        of the other (asked through the Service, a check could see one and the next request hit
+        the other)."""
         import requests
 
         names = {m["modelName"] for m in models.enabled(self.catalog())}
 
         def ready() -> bool:
-            with self.gateway() as url:
-                listed = {m["id"]: m for m in requests.get(f"{url}/v1/models", timeout=10).json()["data"]}
-            return all(listed.get(n, {}).get("ready") is True for n in names)
+            gateways = [
+                p
+                for p in self.pods("app.kubernetes.io/name=api-gateway")
+                if not p["metadata"].get("deletionTimestamp")
+                and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+            ]  # the pods the Service sends requests to
+            for pod in gateways:
+                port = next(c["containerPort"] for c in pod["spec"]["containers"][0]["ports"] if c["name"] == "http")
+                with self.cluster.pod_url(self.namespace, pod, port) as url:
+                    listed = {m["id"]: m for m in requests.get(f"{url}/v1/models", timeout=10).json()["data"]}
+                if not all(listed.get(n, {}).get("ready") is True for n in names):
+                    return False
+            return bool(gateways)
 
         progress.wait_for("every model ready at the gateway", ready, timeout=timeout)
 

@@ -82,11 +82,18 @@ class Cluster:
         return target
 
     # -- reaching Services -------------------------------------------------------------------
-    @contextlib.contextmanager
-    def service_url(self, namespace: str, service: str, port: int) -> Iterator[str]:
+    def service_url(self, namespace: str, service: str, port: int) -> contextlib.AbstractContextManager[str]:
         """A base URL on this host that reaches the Service (kubectl port-forward by default)."""
+        return self._port_forward(namespace, f"svc/{service}", port)
+
+    def pod_url(self, namespace: str, pod: dict, port: int) -> contextlib.AbstractContextManager[str]:
+        """A base URL on this host that reaches one pod (a Service reaches any one of its pods)."""
+        return self._port_forward(namespace, f"pod/{pod['metadata']['name']}", port)
+
+    @contextlib.contextmanager
+    def _port_forward(self, namespace: str, target: str, port: int) -> Iterator[str]:
         proc = subprocess.Popen(
-            ["kubectl", *self.kubectl_args(), "-n", namespace, "port-forward", f"svc/{service}", f":{port}"],
+            ["kubectl", *self.kubectl_args(), "-n", namespace, "port-forward", target, f":{port}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -102,7 +109,7 @@ class Cluster:
                 m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
                 local = m.group(1) if m else None
             if local is None:
-                raise RuntimeError(f"kubectl port-forward svc/{service} did not start")
+                raise RuntimeError(f"kubectl port-forward {target} did not start")
             yield f"http://127.0.0.1:{local}"
         finally:
             proc.terminate()
@@ -191,6 +198,10 @@ class LocalCluster(Cluster):
         # to re-open when the gateway pod rolls).
         ip = self.kubectl("-n", namespace, "get", "service", service, "-o", "jsonpath={.spec.clusterIP}").stdout
         yield f"http://{ip}:{port}"
+
+    @contextlib.contextmanager
+    def pod_url(self, namespace: str, pod: dict, port: int) -> Iterator[str]:
+        yield f"http://{pod['status']['podIP']}:{port}"  # pod IPs are routed on this host too
 
     def delete(self) -> None:
         localcluster.down(delete=True)

@@ -333,9 +333,10 @@ def spread_chat(url: str) -> requests.Response:
 
 
 def _spread_ready(s):
+    """All three pods Ready, and every gateway pod routing to all three (each finds and
+    health-checks them on its own): one answer through one gateway pod would not say that."""
     s.wait_rollout(SPREAD_DEPLOYMENT, timeout=300)
-    with s.gateway() as url:
-        until("spread-tiny answers", lambda: spread_chat(url).status_code == 200, timeout=120)
+    s.wait_gateway_ready({"spread-tiny"}, replicas=3)
 
 
 def test_the_gateway_installed_first_routes_the_models_that_came_after_it(scaled):

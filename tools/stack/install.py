@@ -276,15 +276,19 @@ class Stack:
         self.wait_gateway_ready()
         self.timings["install"] = time.monotonic() - start
 
-    def wait_gateway_ready(self, timeout: float = 120) -> None:
-        """Until /v1/models of every gateway pod says every enabled model is ready. Each gateway
-        replica finds a model's pods and checks their health on its own, every few seconds: a
-        pod that just became Ready is not routed to at once, and one replica ready says nothing
-        of the other (asked through the Service, a check could see one and the next request hit
-        the other)."""
+    def wait_gateway_ready(self, names: set[str] | None = None, replicas: int = 1, timeout: float = 120) -> None:
+        """Until /v1/models of every gateway pod says each model in `names` (default: every
+        enabled one) is ready with at least `replicas` ready pods. Each gateway replica finds a
+        model's pods and checks their health on its own, every few seconds: a pod that just
+        became Ready is not routed to at once, and one replica ready says nothing of the other
+        (asked through the Service, a check could see one and the next request hit the other)."""
         import requests
 
-        names = {m["modelName"] for m in models.enabled(self.catalog())}
+        if names is None:
+            names = {m["modelName"] for m in models.enabled(self.catalog())}
+
+        def routed(entry: dict) -> bool:
+            return entry.get("ready") is True and entry.get("replicas", {}).get("ready", 0) >= replicas
 
         def ready() -> bool:
             gateways = [
@@ -297,7 +301,7 @@ class Stack:
                 port = next(c["containerPort"] for c in pod["spec"]["containers"][0]["ports"] if c["name"] == "http")
                 with self.cluster.pod_url(self.namespace, pod, port) as url:
                     listed = {m["id"]: m for m in requests.get(f"{url}/v1/models", timeout=10).json()["data"]}
-                if not all(listed.get(n, {}).get("ready") is True for n in names):
+                if not all(routed(listed.get(n, {})) for n in names):
                     return False
             return bool(gateways)
 

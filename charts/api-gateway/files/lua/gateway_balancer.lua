@@ -14,7 +14,8 @@
 --                  key to (within warmSeconds), which likely holds it cached,
 --                  and then a new key also goes to no pod that got more than
 --                  its share of the new keys lately (so a few system prompts
---                  never hash onto one pod).
+--                  spread instead of hashing onto one pod), unless no pod
+--                  within the load bound is under its share.
 -- The hash ring depends only on the endpoint set, so every gateway replica
 -- makes the same choice for the same input without shared state (unless
 -- warmSeconds > 0: then each spreads its own new keys), and when a pod goes

@@ -362,6 +362,8 @@ def test_a_failed_connect_is_retried_on_another_pod_and_the_pod_is_skipped(nginx
         # concurrent ones), not a quarter of them.
         assert 1 <= failures <= 4, failures
         assert models(gw)["flaky"]["replicas"] == {"ready": 3, "total": 4}, models(gw)["flaky"]
+        # Each retried request was counted on the pod it moved to, and left it when done.
+        assert gw.metric("gateway_upstream_in_flight", model="flaky") == 0
     finally:
         runner.cleanup(gw)
         dns.set_pods(SRV["flaky"], [addr(p) for p in pods[:3]])
@@ -375,6 +377,8 @@ def test_a_request_that_was_sent_is_never_retried(gw, pods):
     resp = send(gw, chat("lr", mock={"close": True}))  # the pod reads it, then drops the connection
     error(resp, 502, gw, code="upstream_unavailable")
     assert chats() - before == 1, "the request reached more than one pod"
+    # Answered by the error page, which has no ngx.ctx: it still took the request off its pod.
+    assert gw.metric("gateway_upstream_in_flight", model="lr") == 0
 
 
 def test_health_checks_use_each_entrys_own_health_path(gw):

@@ -39,7 +39,7 @@ local function held(balancer, route, n)
     local per = {}
     for _ = 1, n do
         local ep = balancer.choose(route, { prefix = "the one shared system prompt" })
-        balancer.acquire(route, ep)
+        balancer.acquire(route, ep, { route = route })
         per[ep.id] = (per[ep.id] or 0) + 1
     end
     return per
@@ -78,14 +78,25 @@ describe("gateway_balancer least-request", function()
         assert.is_true(got[PODS[2]] > 240 and got[PODS[3]] > 240, tostring(got[PODS[2]]) .. " " .. got[PODS[3]])
     end)
 
-    it("counts a request in flight from acquire to release", function()
+    it("counts a request in flight from acquire to release, once", function()
+        local _, balancer, route = setup(PODS, { policy = "least-request" })
+        local ep = balancer.choose(route, {})
+        local ctx = { route = route }
+        balancer.acquire(route, ep, ctx)
+        assert.equal(1, balancer.inflight(route, ep))
+        balancer.release(ctx)
+        assert.equal(0, balancer.inflight(route, ep))
+        balancer.release(ctx) -- twice is harmless
+        assert.equal(0, balancer.inflight(route, ep))
+    end)
+
+    it("releases through the nginx variable where ngx.ctx is empty (the error page), once", function()
         local fake, balancer, route = setup(PODS, { policy = "least-request" })
         local ep = balancer.choose(route, {})
-        balancer.acquire(route, ep)
-        assert.equal(1, balancer.inflight(route, ep))
-        balancer.release()
+        balancer.acquire(route, ep, { route = route })
+        balancer.release({}) -- the named location's fresh ngx.ctx
         assert.equal(0, balancer.inflight(route, ep))
-        balancer.release() -- twice is harmless
+        balancer.release({})
         assert.equal(0, balancer.inflight(route, ep))
         assert.equal("", fake.var.gateway_inflight)
     end)

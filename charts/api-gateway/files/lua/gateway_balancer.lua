@@ -292,15 +292,25 @@ function _M.choose(route, request, tried)
     return ep, decision, #candidates
 end
 
--- Counts the request in flight on the endpoint until release(). Kept in nginx
--- variables, not ngx.ctx: the error page's named location clears ngx.ctx, and
--- its log phase must still release the count.
-function _M.acquire(route, ep)
+-- Counts the request in flight on the endpoint until release(ctx). The key is
+-- kept in ngx.ctx, read by the routed location's log phase, and in an nginx
+-- variable: the error page's named location clears ngx.ctx, and its log phase
+-- must still release the count.
+function _M.acquire(route, ep, ctx)
     local var = ngx.var
     local key = inflight_key(route, ep)
+    ctx.inflight = key
     var.gateway_inflight = key
     var.gateway_endpoint = ep.id
     ngx.shared[_M.DICT]:incr(key, 1, 0)
+end
+
+local function take_one(key)
+    local dict = ngx.shared[_M.DICT]
+    local left = dict:incr(key, -1, 0)
+    if left and left <= 0 then
+        dict:delete(key)
+    end
 end
 
 -- Takes one off the shared counter whose key the request variable var_name
@@ -311,17 +321,22 @@ function _M.decrement(var_name)
     local key = var[var_name]
     if key and key ~= "" then
         var[var_name] = ""
-        local dict = ngx.shared[_M.DICT]
-        local left = dict:incr(key, -1, 0)
-        if left and left <= 0 then
-            dict:delete(key)
-        end
+        take_one(key)
     end
 end
 
--- log phase: the request is no longer in flight.
-function _M.release()
-    _M.decrement("gateway_inflight")
+-- The request is no longer in flight (once). ctx.route set: the request's own
+-- ngx.ctx (the key is there, no variable to read); else the error page's.
+function _M.release(ctx)
+    if ctx.route then
+        local key = ctx.inflight
+        if key then
+            ctx.inflight = nil
+            take_one(key)
+        end
+    else
+        _M.decrement("gateway_inflight")
+    end
 end
 
 function _M.inflight(route, ep)
@@ -346,8 +361,8 @@ function _M.balance()
         -- answers 502 when the tries run out.
         local other = _M.choose(route, ctx.request, ctx.tried)
         if other then
-            _M.release()
-            _M.acquire(route, other)
+            _M.release(ctx)
+            _M.acquire(route, other, ctx)
             ctx.endpoint, ep = other, other
         end
     else

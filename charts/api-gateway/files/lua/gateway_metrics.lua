@@ -139,8 +139,9 @@ function _M.first_byte(ctx)
 end
 
 -- log phase: one request's counters. The routed location's log (gateway_router)
--- passes the model and status it has read, and the time to the first byte.
-function _M.log(model, status, ttfb)
+-- passes the model and status it has read, the time to the first byte and the
+-- endpoint (else $gateway_endpoint, set where one was chosen).
+function _M.log(model, status, ttfb, ep)
     local var = ngx.var
     model = model or var.gateway_model
     add("r" .. SEP .. model .. SEP .. (status or ngx.status), 1)
@@ -149,7 +150,7 @@ function _M.log(model, status, ttfb)
     if ttfb then
         observe("f", model, ttfb)
     end
-    local ep = var.gateway_endpoint
+    ep = ep or var.gateway_endpoint
     if ep and ep ~= "" then
         -- The status of the last attempt ($upstream_status lists every attempt).
         local upstream = match(var.upstream_status or "", "(%d%d%d)%s*$") or "none"

@@ -247,13 +247,18 @@ end
 
 -- log phase of the routed location and its error page: the request leaves
 -- its endpoint's in-flight count; its tokens are counted and charged to the
--- key's token budget; then the request counters. (The error page's named
--- location has no ngx.ctx: a failed request charges nothing.)
+-- key's token budget; then the request counters. A routed request's state is
+-- read from ngx.ctx; the error page's named location has none (a failed
+-- request charges nothing), nor has a request that was never routed: those
+-- read the nginx variables.
 function _M.log()
-    balancer.release()
-    hold.release()
     local var, ctx = ngx.var, ngx.ctx
-    local model, status = var.gateway_model, ngx.status
+    local route = ctx.route
+    balancer.release(ctx)
+    if not route then
+        hold.release() -- a routed request has left the hold already
+    end
+    local model, status = route and ctx.model or var.gateway_model, ngx.status
     local u = ctx.usage
     local prompt, completion
     if u and status == 200 then
@@ -268,7 +273,7 @@ function _M.log()
         local tokens = prompt and (prompt + completion) or (u and usage.estimate(u, var.request_length) or 0)
         budget.charge(name, tokens, config.budget, ngx.now())
     end
-    metrics.log(model, status, ctx.ttfb)
+    metrics.log(model, status, ctx.ttfb, route and ctx.endpoint.id)
 end
 
 local POST = { "POST" }
@@ -355,11 +360,11 @@ function _M.access()
             { ["Retry-After"] = retry_after() }))
     end
     local ctx = ngx.ctx
-    ctx.route, ctx.endpoint, ctx.request, ctx.candidates = route, ep, request, candidates
+    ctx.route, ctx.model, ctx.endpoint, ctx.request, ctx.candidates = route, model, ep, request, candidates
     if config.usage_enabled then
         usage.start(ctx, fields.stream, key and key.tokens_per_minute ~= nil)
     end
-    balancer.acquire(route, ep)
+    balancer.acquire(route, ep, ctx)
     var.gateway_upstream_host = route.host
     if route.closeAfterStream and fields.stream then
         var.gateway_upstream_connection = "close"

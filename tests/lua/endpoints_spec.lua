@@ -23,9 +23,15 @@ describe("gateway_endpoints", function()
         assert.is_false(endpoints.publish("m", { { address = "10.0.0.1", port = 8001 },
                                                  { address = "10.0.0.2", port = 8000 } }))
         assert.equal(view, endpoints.view(route))
+        -- A state change (gateway_health bumps the same version): the same list, so the
+        -- balancer keeps its ring.
+        local list = view.list
+        endpoints.bump("m")
+        assert.equal(list, endpoints.view(route).list)
+        assert.equal(2, endpoints.view(route).version)
         assert.is_true(endpoints.publish("m", {}))
         assert.equal(0, #endpoints.view(route).list)
-        assert.equal(2, fake.shared.gateway_endpoints:get("ver\0m"))
+        assert.equal(3, fake.shared.gateway_endpoints:get("ver\0m"))
     end)
 
     it("takes fixed IP servers as they are, without a lookup", function()
@@ -52,7 +58,7 @@ describe("gateway_health.summary", function()
             fake.shared.gateway_endpoints:set("h\0m\0" .. "10.0.0." .. i .. ":8000", state ~= "unchecked" and state or nil)
         end
         require("gateway_endpoints").publish("m", list)
-        fake.shared.gateway_endpoints:incr("hver\0m", 1, 0)
+        require("gateway_endpoints").bump("m")
         if opts and opts.failed then
             health.failed(route, opts.failed)
         end

@@ -13,7 +13,7 @@ end
 -- Endpoint id -> health state ("ready", "loading", "unreachable"; nil: not checked yet).
 local function set_health(fake, model, id, state)
     fake.shared.gateway_endpoints:set("h\0" .. model .. "\0" .. id, state)
-    fake.shared.gateway_endpoints:incr("hver\0" .. model, 1, 0)
+    require("gateway_endpoints").bump(model)
 end
 
 -- A router over a loaded config, with the request described by opts. Models a

@@ -91,7 +91,6 @@ function _M.prepare_route(route, i)
     route.health_path = route.healthPath or "/health"
     route.version_key = "ver\0" .. route.name
     route.endpoints_key = "eps\0" .. route.name
-    route.health_version_key = "hver\0" .. route.name
     return route
 end
 

@@ -68,6 +68,12 @@ function _M.lookup(route, servers, timeout_ms)
     return out
 end
 
+-- A route's version: one counter bumped when its endpoints change (publish) or
+-- their states do (gateway_health), so a request checks both with one read.
+function _M.bump(name)
+    ngx.shared[_M.DICT]:incr("ver\0" .. name, 1, 0)
+end
+
 -- Stores one route's endpoints; bumps its version when they changed.
 function _M.publish(name, list)
     local dict = ngx.shared[_M.DICT]
@@ -77,7 +83,7 @@ function _M.publish(name, list)
         return false
     end
     dict:set(key, text)
-    dict:incr("ver\0" .. name, 1, 0)
+    _M.bump(name)
     return true
 end
 
@@ -151,16 +157,22 @@ function _M.resolved()
     return ngx.shared[_M.DICT]:get("resolved") == true
 end
 
--- This worker's view of a route's endpoints: { version, list }. Rebuilt only
--- when discovery published a change.
-function _M.view(route)
+-- This worker's view of a route's endpoints: { version, text, list }, for the
+-- route's version (read here unless given). Rebuilt only when discovery
+-- published other endpoints: a state change keeps the same list.
+function _M.view(route, version)
     local dict = ngx.shared[_M.DICT]
-    local version = dict:get(route.version_key) or 0
+    version = version or dict:get(route.version_key) or 0
     local view = views[route.name]
     if view and view.version == version then
         return view
     end
-    view = { version = version, list = decode(dict:get(route.endpoints_key)) }
+    local text = dict:get(route.endpoints_key)
+    if view and view.text == text then
+        view.version = version
+        return view
+    end
+    view = { version = version, text = text, list = decode(text) }
     views[route.name] = view
     return view
 end

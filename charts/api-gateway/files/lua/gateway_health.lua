@@ -55,9 +55,7 @@ function _M.classify(status)
     return "loading"
 end
 
-local function bump(name)
-    ngx.shared[_M.DICT]:incr("hver\0" .. name, 1, 0)
-end
+local bump = endpoints.bump
 
 local function check(route, ep, settings)
     local status, err = _M.probe(ep, route.host, route.health_path, settings.timeoutSeconds * 1000, route.name)
@@ -133,9 +131,8 @@ function _M.failed(route, id)
 end
 
 -- This worker's copy of a route's endpoint states, refreshed on a version change.
-local function copy(route, list)
+local function copy(route, list, version)
     local dict = ngx.shared[_M.DICT]
-    local version = dict:get(route.health_version_key) or 0
     local c = copies[route.name]
     if c and c.version == version and c.list == list then
         return c
@@ -162,8 +159,9 @@ end
 
 -- The route's endpoints with their states: { list, copy } for the balancer.
 function _M.endpoints(route)
-    local list = endpoints.view(route).list
-    return list, copy(route, list)
+    local version = ngx.shared[_M.DICT]:get(route.version_key) or 0
+    local list = endpoints.view(route, version).list
+    return list, copy(route, list, version)
 end
 
 -- A model's state: "ready" (an endpoint passed its health check, or checks are

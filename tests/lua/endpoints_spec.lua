@@ -34,6 +34,24 @@ describe("gateway_endpoints", function()
         assert.equal(3, fake.shared.gateway_endpoints:get("ver\0m"))
     end)
 
+    it("sees another worker's change within VERSION_SECONDS, its own at once", function()
+        local fake, endpoints, _, route = setup()
+        fake.clock = 1000
+        endpoints.publish("m", { { address = "10.0.0.1", port = 8000 } })
+        assert.equal(1, #endpoints.view(route).list)
+        -- Another worker (discovery runs in worker 0) publishes a second pod.
+        fake.shared.gateway_endpoints:set("eps\0m", "10.0.0.1:8000 10.0.0.2:8000")
+        fake.shared.gateway_endpoints:incr("ver\0m", 1, 0)
+        fake.clock = 1000 + endpoints.VERSION_SECONDS / 2
+        assert.equal(1, #endpoints.view(route).list)
+        fake.clock = 1000 + endpoints.VERSION_SECONDS
+        assert.equal(2, #endpoints.view(route).list)
+        -- This worker's own bump (a failed connect, gateway_health) is read back at once.
+        fake.shared.gateway_endpoints:set("eps\0m", "10.0.0.2:8000")
+        endpoints.bump("m")
+        assert.equal(1, #endpoints.view(route).list)
+    end)
+
     it("takes fixed IP servers as they are, without a lookup", function()
         local _, endpoints, _, route = setup({ servers = { { host = "127.0.0.1", port = 9001 },
                                                            { host = "127.0.0.2", port = 9002 } } })

@@ -157,9 +157,10 @@ function _M.usable(c, ep, now)
     return not until_ or until_ <= now
 end
 
--- The route's endpoints with their states: { list, copy } for the balancer.
-function _M.endpoints(route)
-    local version = ngx.shared[_M.DICT]:get(route.version_key) or 0
+-- The route's endpoints with their states: { list, copy } for the balancer (as
+-- of at most endpoints.VERSION_SECONDS ago; fresh: as of now).
+function _M.endpoints(route, fresh)
+    local version = endpoints.version(route, fresh)
     local list = endpoints.view(route, version).list
     return list, copy(route, list, version)
 end
@@ -174,7 +175,8 @@ function _M.summary(route)
     if not endpoints.resolved() then
         return "unknown", 0, 0
     end
-    local list, c = _M.endpoints(route)
+    -- Fresh: /v1/models and a 503 tell the state as of now.
+    local list, c = _M.endpoints(route, true)
     if #list == 0 then
         return "no_endpoints", 0, 0
     end

@@ -39,10 +39,10 @@ describe("gateway_metrics", function()
     end)
 
     it("counts per endpoint, balancer decisions, replicas and in-flight requests", function()
-        local fake = stub.reset({ var = { gateway_model = "a", bytes_sent = "1", gateway_endpoint = "10.0.0.1:8000",
-                                          upstream_status = "502, 200" } })
+        local fake = stub.reset({ var = { gateway_model = "a", bytes_sent = "1", upstream_status = "502, 200" } })
         local metrics = require "gateway_metrics"
-        metrics.log("a", 200)
+        metrics.log("a", 200, nil, "10.0.0.1:8000")
+        metrics.log("a", 404, nil, "10.0.0.2:8000", 404) -- the pod's status, as the router knows it
         metrics.decision({ name = "a" }, "affinity")
         metrics.decision({ name = "a" }, "spill")
         metrics.upstream_failure({ name = "a" }, { id = "10.0.0.9:8000" })
@@ -51,6 +51,8 @@ describe("gateway_metrics", function()
             a = { ready = true, replicas = { 2, 3 }, inflight = { ["10.0.0.1:8000"] = 4 } } })
         -- The status of the last attempt counts.
         assert.matches('gateway_upstream_requests_total{model="a",endpoint="10.0.0.1:8000",status="200"} 1', text, 1,
+            true)
+        assert.matches('gateway_upstream_requests_total{model="a",endpoint="10.0.0.2:8000",status="404"} 1', text, 1,
             true)
         assert.matches('gateway_upstream_failures_total{model="a",endpoint="10.0.0.9:8000"} 1', text, 1, true)
         assert.matches('gateway_balancer_decisions_total{model="a",decision="affinity"} 1', text, 1, true)

@@ -55,7 +55,8 @@ describe("gateway_router.access", function()
         router.access()
         assert.is_nil(fake.sent.exited)
         assert.equal("a", fake.var.gateway_model)
-        assert.equal("10.0.0.1:8000", fake.var.gateway_endpoint)
+        assert.equal("", fake.var.gateway_route or "") -- X-Gateway-Model upstream: the model itself
+        assert.equal("a\0" .. "10.0.0.1:8000", fake.var.gateway_inflight)
         assert.equal("10.0.0.1", fake.ctx.endpoint.address)
         assert.equal("svc-a.ns.svc.cluster.local", fake.var.gateway_upstream_host)
         assert.equal("org/A", fake.var.gateway_requested_model)
@@ -72,7 +73,8 @@ describe("gateway_router.access", function()
         router.access()
         assert.is_nil(fake.sent.exited)
         assert.equal("a-sql", fake.var.gateway_model)
-        assert.equal("10.0.0.1:8000", fake.var.gateway_endpoint)
+        assert.equal("a", fake.var.gateway_route) -- X-Gateway-Model upstream: the adapter's model
+        assert.equal("10.0.0.1:8000", fake.ctx.endpoint.id)
         -- A key that lists the model only does not reach its adapter (and learns nothing of it).
         local keys = { { name = "k", digest = "digest:sk-kkkkkkkkkkkkkkkk", all = false, models = { a = true } } }
         fake, router = setup({ body = '{"model":"a-sql","messages":[]}',
@@ -159,7 +161,7 @@ describe("gateway_router.access", function()
             assert.equal("5", fake.header["Retry-After"])
             -- Logged and counted under its model, but never proxied.
             assert.equal("a", fake.var.gateway_model)
-            assert.is_nil(fake.var.gateway_endpoint)
+            assert.is_nil(fake.var.gateway_inflight)
         end)
     end
 
@@ -178,11 +180,11 @@ describe("gateway_router.access", function()
         set_health(fake, "a", "10.0.0.1:8000", "unreachable")
         router.access()
         assert.is_nil(fake.sent.exited)
-        assert.equal("10.0.0.2:8000", fake.var.gateway_endpoint)
+        assert.equal("10.0.0.2:8000", fake.ctx.endpoint.id)
         fake, router = setup({ body = '{"model":"b"}' })
         router.access()
         assert.is_nil(fake.sent.exited)
-        assert.equal("10.0.0.2:8000", fake.var.gateway_endpoint)
+        assert.equal("10.0.0.2:8000", fake.ctx.endpoint.id)
     end)
 
     it("skips a pod whose connect failed, until failTimeoutSeconds pass", function()
@@ -197,7 +199,7 @@ describe("gateway_router.access", function()
         fake.sent.exited = nil
         router.access()
         assert.is_nil(fake.sent.exited)
-        assert.equal("10.0.0.2:8000", fake.var.gateway_endpoint)
+        assert.equal("10.0.0.2:8000", fake.ctx.endpoint.id)
     end)
 
     it("takes Retry-After from healthCheck.retryAfterSeconds, 0 meaning the check interval", function()
@@ -216,7 +218,7 @@ describe("gateway_router.upstream_error", function()
     -- nginx's error page after a failed proxy attempt of model "b" to its pod.
     local function upstream_error(status, connect_time, state)
         local fake, router = setup({ var = { status = tostring(status), gateway_model = "b",
-                                             gateway_endpoint = "10.0.0.2:8000",
+                                             gateway_inflight = "b\0" .. "10.0.0.2:8000",
                                              upstream_connect_time = connect_time } })
         set_health(fake, "b", "10.0.0.2:8000", state)
         router.upstream_error()
@@ -351,7 +353,7 @@ describe("gateway_router edge cases of real clients", function()
     end)
 
     it("marks 502/504 after a connection was made as not to be retried by the SDKs", function()
-        local fake, router = setup({ var = { status = "504", gateway_model = "b", gateway_endpoint = "10.0.0.2:8000",
+        local fake, router = setup({ var = { status = "504", gateway_model = "b", gateway_inflight = "b\0" .. "10.0.0.2:8000",
                                              upstream_connect_time = "0.001" } })
         router.upstream_error()
         assert.equal(504, fake.status)

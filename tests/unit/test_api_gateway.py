@@ -164,7 +164,7 @@ def test_streaming_settings_and_no_retries_after_send():
         "proxy_next_upstream_tries 3;",
         "add_header X-Accel-Buffering $gateway_accel_buffering always;",
         "add_header X-Gateway-Model $gateway_model always;",
-        "proxy_set_header X-Gateway-Model $gateway_route;",
+        "proxy_set_header X-Gateway-Model $gateway_upstream_model;",
         "proxy_hide_header X-Gateway-Model;",
     ):
         assert directive in conf, directive

@@ -37,6 +37,7 @@ local max = math.max
 local floor = math.floor
 local random = math.random
 local sort = table.sort
+local sub = string.sub
 local ipairs = ipairs
 
 local _M = { DICT = "gateway_inflight", WARM_DICT = "gateway_warm", VNODES = 160 }
@@ -294,15 +295,20 @@ end
 
 -- Counts the request in flight on the endpoint until release(ctx). The key is
 -- kept in ngx.ctx, read by the routed location's log phase, and in an nginx
--- variable: the error page's named location clears ngx.ctx, and its log phase
--- must still release the count.
+-- variable: the error page's named location clears ngx.ctx; it finds the pod
+-- in the key (endpoint_of), and its log phase must still release the count.
 function _M.acquire(route, ep, ctx)
-    local var = ngx.var
     local key = inflight_key(route, ep)
     ctx.inflight = key
-    var.gateway_inflight = key
-    var.gateway_endpoint = ep.id
+    ngx.var.gateway_inflight = key
     ngx.shared[_M.DICT]:incr(key, 1, 0)
+end
+
+-- The endpoint (pod id) of route in an in-flight key, or nil for none.
+function _M.endpoint_of(route, key)
+    if route and key and key ~= "" then
+        return sub(key, #route.name + 2)
+    end
 end
 
 local function take_one(key)
@@ -315,18 +321,21 @@ end
 
 -- Takes one off the shared counter whose key the request variable var_name
 -- holds, once (the variable is emptied), and drops a counter that reaches 0.
--- Shared by the in-flight count here and the held count (gateway_hold).
+-- Returns the key (nil when there was none). Shared by the in-flight count
+-- here and the held count (gateway_hold).
 function _M.decrement(var_name)
     local var = ngx.var
     local key = var[var_name]
     if key and key ~= "" then
         var[var_name] = ""
         take_one(key)
+        return key
     end
 end
 
 -- The request is no longer in flight (once). ctx.route set: the request's own
--- ngx.ctx (the key is there, no variable to read); else the error page's.
+-- ngx.ctx (the key is there, no variable to read); else the error page's,
+-- whose in-flight key is returned.
 function _M.release(ctx)
     if ctx.route then
         local key = ctx.inflight
@@ -335,7 +344,7 @@ function _M.release(ctx)
             take_one(key)
         end
     else
-        _M.decrement("gateway_inflight")
+        return _M.decrement("gateway_inflight")
     end
 end
 

@@ -139,9 +139,10 @@ function _M.first_byte(ctx)
 end
 
 -- log phase: one request's counters. The routed location's log (gateway_router)
--- passes the model and status it has read, the time to the first byte and the
--- endpoint (else $gateway_endpoint, set where one was chosen).
-function _M.log(model, status, ttfb, ep)
+-- passes the model and status it has read, the time to the first byte, the
+-- endpoint (pod) the request went to and, when it knows it, the status that
+-- pod answered.
+function _M.log(model, status, ttfb, ep, upstream)
     local var = ngx.var
     model = model or var.gateway_model
     add("r" .. SEP .. model .. SEP .. (status or ngx.status), 1)
@@ -150,10 +151,9 @@ function _M.log(model, status, ttfb, ep)
     if ttfb then
         observe("f", model, ttfb)
     end
-    ep = ep or var.gateway_endpoint
-    if ep and ep ~= "" then
+    if ep then
         -- The status of the last attempt ($upstream_status lists every attempt).
-        local upstream = match(var.upstream_status or "", "(%d%d%d)%s*$") or "none"
+        upstream = upstream or match(var.upstream_status or "", "(%d%d%d)%s*$") or "none"
         add("e" .. SEP .. model .. SEP .. ep .. SEP .. upstream, 1)
     end
 end

@@ -192,8 +192,8 @@ function _M.upstream_error()
     -- $upstream_connect_time ends in "-" when the last attempt never connected.
     local connected = not find(var.upstream_connect_time or "-", "%-$")
     if route and not connected then
-        local ep = var.gateway_endpoint
-        if ep and ep ~= "" then
+        local ep = balancer.endpoint_of(route, var.gateway_inflight)
+        if ep then
             health.failed(route, ep)
         end
         local err = _M.not_ready(route)
@@ -209,6 +209,13 @@ end
 
 local function fail(err)
     return errors.send(err)
+end
+
+-- Counts how a held request's wait ended. A closure made here, not in access():
+-- a local of access() captured by a closure makes LuaJIT abort every trace
+-- through its end ("NYI: bytecode 50", closing upvalues), on every request.
+local function held_counter(route)
+    return function(outcome) metrics.held(route, outcome) end
 end
 
 -- What the balancing policy of the route hashes: the session key (a header, or
@@ -253,12 +260,20 @@ end
 -- read the nginx variables.
 function _M.log()
     local var, ctx = ngx.var, ngx.ctx
-    local route = ctx.route
-    balancer.release(ctx)
-    if not route then
+    local route, status = ctx.route, ngx.status
+    local model, ep, upstream
+    if route then
+        balancer.release(ctx)
+        model, ep = ctx.model, ctx.endpoint.id
+        -- The answer is its pod's (nginx's own errors go to the error page), unless the
+        -- client hung up before it came.
+        upstream = status ~= 499 and status or nil
+    else
+        local key = balancer.release(ctx)
         hold.release() -- a routed request has left the hold already
+        model = var.gateway_model
+        ep = balancer.endpoint_of(config.by_name[model], key)
     end
-    local model, status = route and ctx.model or var.gateway_model, ngx.status
     local u = ctx.usage
     local prompt, completion
     if u and status == 200 then
@@ -273,7 +288,7 @@ function _M.log()
         local tokens = prompt and (prompt + completion) or (u and usage.estimate(u, var.request_length) or 0)
         budget.charge(name, tokens, config.budget, ngx.now())
     end
-    metrics.log(model, status, ctx.ttfb, route and ctx.endpoint.id)
+    metrics.log(model, status, ctx.ttfb, ep, upstream)
 end
 
 local POST = { "POST" }
@@ -338,7 +353,10 @@ function _M.access()
     end
     local var = ngx.var
     -- Set before the readiness check: a 503 is logged, counted and labelled with its model.
-    var.gateway_model, var.gateway_route = model, route.name
+    var.gateway_model = model
+    if model ~= route.name then
+        var.gateway_route = route.name -- an adapter's model (X-Gateway-Model upstream)
+    end
     local ok
     ok, err = _M.admit(key or nil, fields)
     if not ok then
@@ -347,8 +365,7 @@ function _M.access()
     local ep, decision, candidates = balancer.choose(route, request)
     if not ep and route.hold.timeoutSeconds > 0 then
         local waited
-        ep, waited, candidates = hold.wait(route, request, function(outcome) metrics.held(route, outcome) end,
-            retry_after())
+        ep, waited, candidates = hold.wait(route, request, held_counter(route), retry_after())
         if not ep then
             return fail(waited)
         end

@@ -96,7 +96,8 @@ end
 -- Log phase: { prompt, completion } from the answer, or nil (no usage), and
 -- the time to first token and per output token (streams) in seconds.
 function _M.finish(u, start_time, now)
-    local prompt, completion = _M.parse(concat(u.chunks))
+    local chunks = u.chunks
+    local prompt, completion = _M.parse(#chunks == 1 and chunks[1] or concat(chunks))
     local ttft, tpot
     if u.first then
         ttft = u.first - start_time
